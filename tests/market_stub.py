@@ -166,11 +166,14 @@ class MarketStub:
 
     def _answer(self, path: str, query: dict[str, str]) -> tuple[int, object]:
         with self._lock:
-            if path == BINANCE_PREFIX + "/api/v3/klines":
-                return self._klines(query)
-            chart_path = CHART_PATH.match(path)
-            if chart_path:
-                return self._chart(chart_path.group(1), query)
+            try:
+                if path == BINANCE_PREFIX + "/api/v3/klines":
+                    return self._klines(query)
+                chart_path = CHART_PATH.match(path)
+                if chart_path:
+                    return self._chart(chart_path.group(1), query)
+            except (KeyError, ValueError) as exc:
+                return 400, {"error": f"missing or malformed parameter: {exc}"}
         return 404, {"error": f"no route {path}"}
 
     def _klines(self, query: dict[str, str]) -> tuple[int, object]:

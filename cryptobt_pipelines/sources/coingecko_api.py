@@ -12,7 +12,7 @@ total volume CoinGecko reports at that instant, and ``ts`` = the point's 00:00 U
 day is never returned (its day has not ended), the same rule as Binance's forming candle.
 
 Same page, worth knowing: the last completed day is published about 00:35 UTC, and Demo keys only reach the
-past 365 days (older ranges are refused with a 401 that names the limit).
+past 365 days (an older range is refused; the SourceError carries CoinGecko's message).
 """
 
 from __future__ import annotations
