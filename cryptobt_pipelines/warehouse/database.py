@@ -1,0 +1,137 @@
+"""Connections, named SQL from ``sql/``, and the migration runner."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import psycopg
+from psycopg import sql as pgsql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from cryptobt_pipelines import settings
+
+MIGRATIONS_DIR = settings.SQL_DIR / "migrations"
+MIGRATION_FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+# Any constant works: it only has to be the same in every process that migrates this database.
+MIGRATION_LOCK_KEY = 7_311_001
+
+
+def connect(url: str | None = None, **kwargs) -> psycopg.Connection:
+    return psycopg.connect(url or settings.database_url(), **kwargs)
+
+
+@cache
+def query(name: str) -> str:
+    """The text of ``sql/<name>.sql``."""
+    path = settings.SQL_DIR / f"{name}.sql"
+    if not path.is_file():
+        raise FileNotFoundError(f"no SQL file {path}")
+    return path.read_text()
+
+
+def with_database(url: str, database: str) -> str:
+    """The same server and credentials, another database."""
+    params = conninfo_to_dict(url)
+    params["dbname"] = database
+    return make_conninfo(**params)
+
+
+def create_database(admin_url: str, name: str, template: str | None = None) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        statement = pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name))
+        if template:
+            statement += pgsql.SQL(" TEMPLATE {}").format(pgsql.Identifier(template))
+        conn.execute(statement)
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name)))
+
+
+def database_exists(admin_url: str, name: str) -> bool:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is not None
+
+
+# --- migrations -------------------------------------------------------------------------------------------
+# A plain-SQL runner rather than a library: yoyo keys applied migrations by name only, so an edited
+# migration would go unnoticed, and pyway reads its settings from the working directory. This one records
+# a sha256 per file and refuses to go on when an applied file has changed.
+
+
+class MigrationError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: str
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def migrations_on_disk(folder: Path = MIGRATIONS_DIR) -> list[Migration]:
+    found = []
+    for path in sorted(folder.glob("*.sql")):
+        match = MIGRATION_FILE.match(path.name)
+        if not match:
+            raise MigrationError(f"migration file name {path.name!r} is not NNNN_lower_case_name.sql")
+        found.append(Migration(match.group(1), path.name, path.read_text()))
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise MigrationError(f"two migrations share a version number in {folder}")
+    return found
+
+
+def migrate(url: str | None = None, folder: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply pending migrations in order, each in its own transaction; returns the names applied."""
+    wanted = migrations_on_disk(folder)
+    applied_now = []
+    with connect(url, autocommit=True) as conn:
+        conn.execute("SET client_min_messages = warning")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS public.cryptobt_migrations ("
+            " version text PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        # Several Dagster run workers may start at once: one migrates, the others wait and find nothing to do.
+        conn.execute("SELECT pg_advisory_lock(%s)", [MIGRATION_LOCK_KEY])
+        try:
+            applied = {
+                version: (name, checksum)
+                for version, name, checksum in conn.execute(
+                    "SELECT version, name, checksum FROM public.cryptobt_migrations"
+                )
+            }
+            on_disk = {m.version for m in wanted}
+            for version, (name, _) in applied.items():
+                if version not in on_disk:
+                    raise MigrationError(f"migration {name} is applied in the database but missing from {folder}")
+            for migration in wanted:
+                if migration.version in applied:
+                    name, checksum = applied[migration.version]
+                    if checksum != migration.checksum:
+                        raise MigrationError(
+                            f"migration {migration.name} changed after it was applied (recorded sha256 "
+                            f"{checksum[:12]}, file {migration.checksum[:12]}): add a new migration instead"
+                        )
+                    continue
+                with conn.transaction():
+                    conn.execute(migration.sql)
+                    conn.execute(
+                        "INSERT INTO public.cryptobt_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                        [migration.version, migration.name, migration.checksum],
+                    )
+                applied_now.append(migration.name)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK_KEY])
+    return applied_now

@@ -1,0 +1,73 @@
+-- Raw OHLCV bars, one row per crypto and bar open time, in yearly partitions the loader creates on demand
+-- (sql/ingest/create_price_partition.sql): a load of new history fills fresh partitions, which PostgreSQL
+-- can write without WAL at wal_level=minimal, and time-bounded queries skip the other years.
+-- No foreign key to market.cryptos: its per-row trigger halves bulk-load speed, and the loader only
+-- writes crypto_ids it has just read from market.cryptos under a row lock.
+CREATE TABLE market.prices (
+    crypto_id integer NOT NULL,
+    ts        timestamptz NOT NULL,
+    open      double precision NOT NULL,
+    high      double precision NOT NULL,
+    low       double precision NOT NULL,
+    close     double precision NOT NULL,
+    volume    double precision NOT NULL,
+    CONSTRAINT prices_pkey PRIMARY KEY (crypto_id, ts),
+    -- PostgreSQL sorts NaN above every number, so "< 'Infinity'" also refuses NaN.
+    CONSTRAINT prices_valid_bar CHECK (
+        low > 0 AND high < 'Infinity' AND low <= high
+        AND open BETWEEN low AND high AND close BETWEEN low AND high
+        AND volume >= 0 AND volume < 'Infinity'
+    )
+) PARTITION BY RANGE (ts);
+
+-- One row per committed load, whatever its source.
+CREATE TABLE market.loads (
+    load_id         bigserial PRIMARY KEY,
+    source          text NOT NULL,
+    format          text NOT NULL,
+    run_id          text,
+    started_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at     timestamptz,
+    rows_read       bigint NOT NULL DEFAULT 0,
+    rows_inserted   bigint NOT NULL DEFAULT 0,
+    rows_updated    bigint NOT NULL DEFAULT 0,
+    rows_unchanged  bigint NOT NULL DEFAULT 0,
+    rows_collapsed  bigint NOT NULL DEFAULT 0,
+    rows_rejected   bigint NOT NULL DEFAULT 0,
+    min_ts          timestamptz,
+    max_ts          timestamptz
+);
+
+-- Every row a load refused, with where it came from and why. A re-load of the same source refreshes
+-- its rows instead of repeating them.
+CREATE TABLE market.rejected_prices (
+    rejected_id bigserial PRIMARY KEY,
+    load_id     bigint NOT NULL REFERENCES market.loads (load_id),
+    source      text NOT NULL,
+    line        bigint NOT NULL,
+    symbol      text,
+    ts          timestamptz,
+    open        double precision,
+    high        double precision,
+    low         double precision,
+    close       double precision,
+    volume      double precision,
+    rule        text NOT NULL,
+    reason      text NOT NULL,
+    raw         text,
+    rejected_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT rejected_prices_source_line_reason UNIQUE (source, line, reason)
+);
+
+-- The invalidation log: the [range_start, range_end] of bar open times each load changed, per crypto,
+-- written in the load's own transaction. Rollups and caches consume it; it is never edited by loads.
+CREATE TABLE market.invalidations (
+    invalidation_id bigserial PRIMARY KEY,
+    crypto_id       integer NOT NULL,
+    range_start     timestamptz NOT NULL,
+    range_end       timestamptz NOT NULL,
+    load_id         bigint NOT NULL REFERENCES market.loads (load_id),
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    CHECK (range_start <= range_end)
+);
+CREATE INDEX invalidations_crypto_id ON market.invalidations (crypto_id, invalidation_id);
