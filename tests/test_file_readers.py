@@ -245,6 +245,25 @@ def test_missing_file_is_a_source_error(tmp_path):
         read_price_file(tmp_path / "BTCUSDT_1h.csv")
 
 
+def test_quotes_that_do_not_wrap_a_whole_field_are_rejected(tmp_path):
+    rows = [
+        '"2021-01-01 00:00:00","1",2,0.5,1.5,10',  # quoted fields: fine
+        '"2021-01-01 01:00:00,1",2,0.5,1.5,10',  # one quoted field swallowing a comma: 5 fields
+        '2021-01-01 02:00:00,1"2",2,0.5,1.5,10',  # quote inside a field
+        '"2021-01-01 03:00:00,"1",2,0.5,1.5,10"',  # closing quote not at a field end
+        '2021-01-01 04:00:00,"1,2,0.5,1.5,10',  # unmatched
+    ]
+    path = write(tmp_path / "BTCUSDT_1h.csv", "timestamp,open,high,low,close,volume\n" + "\n".join(rows) + "\n")
+    batch = read_price_file(path)
+    assert batch.bars["line"].tolist() == [2]
+    assert batch.rejects[["line", "reason"]].values.tolist() == [
+        [3, "expected 6 fields, found 5"],
+        [4, "unmatched or misplaced quote"],
+        [5, "unmatched or misplaced quote"],
+        [6, "unmatched or misplaced quote"],
+    ]
+
+
 def test_every_row_rejected_still_returns_a_batch(tmp_path):
     path = write(tmp_path / "BTCUSDT_1h.csv", "timestamp,open,high,low,close,volume\n1,2\n3,4,5\n")
     batch = read_price_file(path)
@@ -338,3 +357,19 @@ def test_symbol_from_pair(text, symbol):
 def test_symbol_and_bar_seconds_from_filename(name, symbol, bar_seconds):
     assert symbol_from_filename(name) == symbol
     assert bar_seconds_from_filename(name) == bar_seconds
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.text(alphabet='0123456789,". -:eNUL\t', max_size=40), min_size=1, max_size=20))
+def test_garbage_lines_never_crash_and_every_data_line_is_accounted_for(tmp_path_factory, lines):
+    """Each non-blank line after the header ends up exactly once, as a bar or as a reject."""
+    path = tmp_path_factory.mktemp("fuzz") / "BTCUSDT_1h.csv"
+    path.write_text("timestamp,open,high,low,close,volume\n" + "\n".join(lines) + "\n")
+    try:
+        batch = read_price_file(path)
+    except SourceError as error:
+        assert "no data rows" in str(error)
+        assert all(not line.strip() for line in lines)
+        return
+    data_lines = [number for number, line in enumerate(lines, start=2) if line.strip()]
+    assert sorted(batch.bars["line"].tolist() + batch.rejects["line"].tolist()) == data_lines

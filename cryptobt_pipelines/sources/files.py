@@ -161,8 +161,9 @@ def _detect(text: _Text) -> str:
 def _line_shapes(text: _Text) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per physical line: its number of fields, whether it is blank, whether its quotes are unusable.
 
-    A quote must open or close a field (touch a comma or a line end) and quotes must pair up within the line,
-    as in CoinGecko's ``"1/1/2021, 12:00:00 AM"``; commas inside such a quoted field do not separate fields.
+    Quotes pair up within a line and each pair wraps a whole field, as in CoinGecko's ``"1/1/2021, 12:00:00 AM"``:
+    the opening quote follows a comma or the line start, the closing one precedes a comma or the line end. Commas
+    inside such a field do not separate fields. Any other quote would make pandas split the line differently.
     Works on the positions of commas, quotes and blanks only, so it costs a few passes over the bytes.
     """
     buffer = np.frombuffer(text.data, np.uint8)
@@ -182,7 +183,8 @@ def _line_shapes(text: _Text) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     last = len(buffer) - 1
     before = np.where(quotes > 0, buffer[np.maximum(quotes - 1, 0)], _NEWLINE)
     after = np.where(quotes < last, buffer[np.minimum(quotes + 1, last)], _NEWLINE)
-    at_field_edge = np.isin(before, (_COMMA, _NEWLINE)) | np.isin(after, (_COMMA, _NEWLINE))
+    opening = (np.arange(len(quotes)) - np.searchsorted(quotes, text.starts[line_of(quotes)])) % 2 == 0
+    at_field_edge = np.isin(np.where(opening, before, after), (_COMMA, _NEWLINE))
     bad_quotes = (count_per_line(quotes) % 2 == 1) | (count_per_line(quotes[~at_field_edge]) > 0)
 
     blanks = np.flatnonzero((buffer <= ord(" ")) & (buffer != _NEWLINE))  # spaces, tabs, stray CRs
