@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql as pgsql
@@ -34,10 +35,29 @@ def query(name: str) -> str:
 
 
 def with_database(url: str, database: str) -> str:
-    """The same server and credentials, another database."""
-    params = conninfo_to_dict(url)
-    params["dbname"] = database
-    return make_conninfo(**params)
+    """The same server and credentials, another database (a URL stays a URL, a key=value DSN stays a DSN)."""
+    if "://" not in url:
+        return make_conninfo(url, dbname=database)
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + quote(database)))
+
+
+def dagster_storage_url(url: str) -> str:
+    """The Dagster instance's database beside the warehouse, as SQLAlchemy wants it: dagster-postgres with
+    SQLAlchemy 2.1 would otherwise pick psycopg 3 for postgresql:// and fail on its NOTIFY statements."""
+    if "://" not in url:
+        raise ValueError("CRYPTOBT_DATABASE_URL must be a postgresql:// URL to derive the Dagster storage URL")
+    parts = urlsplit(with_database(url, settings.DAGSTER_DB))
+    return urlunsplit(parts._replace(scheme="postgresql+psycopg2"))
+
+
+def ensure_database(url: str, name: str) -> None:
+    """Create database ``name`` on the server of ``url`` unless it exists."""
+    if not database_exists(url, name):
+        try:
+            create_database(url, name)
+        except psycopg.errors.DuplicateDatabase:
+            pass  # created meanwhile by another process
 
 
 def create_database(admin_url: str, name: str, template: str | None = None) -> None:
