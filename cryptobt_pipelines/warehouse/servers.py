@@ -135,8 +135,10 @@ class EmbeddedPostgres:
 
     def _pg(self, tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         user = _run_as_service_user()
-        result = subprocess.run([str(self.bin_dir / tool), *args], user=user, capture_output=True, text=True,
-                                timeout=timeout, cwd="/")
+        # Drop root's group too: with gid 0 the group bits of root-owned parent folders would deny access.
+        identity = {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []} if user else {}
+        result = subprocess.run([str(self.bin_dir / tool), *args], capture_output=True, text=True,
+                                timeout=timeout, cwd="/", **identity)
         if result.returncode != 0:
             log = self.pgdata / "server.log"
             tail = log.read_text()[-2000:] if log.exists() else ""

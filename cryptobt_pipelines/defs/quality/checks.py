@@ -76,7 +76,7 @@ def _load_validation(asset_key: dg.AssetKey) -> dg.AssetChecksDefinition:
         ),
     )
     def check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        bars, totals = _bars_changed_by_run(warehouse, context.run_id)
+        bars, totals = _bars_changed_by_run(warehouse, context.run.run_id)
         result = validate_bars(bars)
         failed = {
             r.expectation_config.type: int(r.result.get("unexpected_count") or 0)
