@@ -86,14 +86,20 @@ def pack_valid_bars(open_, high, low, close):
 
 @njit(cache=True)
 def sma(x, window):
+    """Mean of the last ``window`` values. Over a flat window it is that value exactly: a running sum's rounding
+    would otherwise leave fast and slow averages of a flat stretch 1e-12 apart and cross them at random."""
     n = x.size
     out = np.full(n, np.nan)
     total = 0.0
+    flat_run = 0
     for k in range(n):
         total += x[k]
         if k >= window:
             total -= x[k - window]
-        if k >= window - 1:
+        flat_run = flat_run + 1 if k > 0 and x[k] == x[k - 1] else 1
+        if flat_run >= window:
+            out[k] = x[k]
+        elif k >= window - 1:
             out[k] = total / window
     return out
 
@@ -151,6 +157,7 @@ def rolling_std(x, window):
     origin = x[0]
     total = 0.0
     total_sq = 0.0
+    flat_run = 0
     for k in range(n):
         d = x[k] - origin
         total += d
@@ -159,7 +166,10 @@ def rolling_std(x, window):
             d_old = x[k - window] - origin
             total -= d_old
             total_sq -= d_old * d_old
-        if k >= window - 1:
+        flat_run = flat_run + 1 if k > 0 and x[k] == x[k - 1] else 1
+        if flat_run >= window:
+            out[k] = 0.0  # exactly, as sma() is exact there
+        elif k >= window - 1:
             mean = total / window
             out[k] = np.sqrt(max(total_sq / window - mean * mean, 0.0))
     return out

@@ -106,3 +106,13 @@ def test_momentum_and_a_sell_signal_on_the_last_bar_that_never_fills(run_one):
     assert (trades["entry_bar"].tolist(), trades["exit_bar"].tolist()) == ([2], [5])
     assert not trades["is_open"][0]
     assert metrics["final_value"] == pytest.approx(10000 / 12.0 * 11.0)
+
+
+def test_averages_of_a_flat_stretch_are_exact_so_it_never_crosses(run_one):
+    # 0.1 summed in a running window drifts by 1e-17s; without exactness fast - slow would flicker around zero.
+    close = [0.3, 0.2, 0.7] + [0.1] * 40
+    np.testing.assert_array_equal(kernel.sma(np.array(close), 5)[10:], 0.1)
+    np.testing.assert_array_equal(kernel.rolling_std(np.array(close), 5)[10:], 0.0)
+    _, trades, _ = run_one("sma_cross", close, fast_window=2, slow_window=5)
+    assert trades["entry_bar"].tolist() in ([], [4])  # nothing once the stretch is flat
+    assert (trades["exit_bar"] < 10).all()

@@ -1,0 +1,277 @@
+"""Backtest engine benchmark: the engine beside vectorbt (when installed) on the same generated data.
+
+    python bench/engine.py [--runs 3] [--no-vectorbt]
+
+Workloads (ANCHORS.md): every catalog strategy at its defaults over 263 cryptos x 2,000 days; a 100-pair SMA grid
+over the same days (26,300 backtests); SMA 20/50 over 263 cryptos x 5 years hourly. Each workload runs in its own
+process per engine, so its peak memory and first call (compile or on-disk cache load) are its own: the figures are
+the first call, then the median (min-max) of ``--runs`` warm calls, and the peak RSS the workload added over the
+loaded data. Then the engine's cold start in a fresh process, without and with numba's on-disk cache.
+
+Data: ``cryptobt_pipelines.sources.synthetic.generate_prices`` for the 263 coins of ``assets/cryptos.csv``, pivoted
+to (bars x cryptos) arrays. Outages are forward-filled as flat bars so vectorbt, which has no notion of a missing
+bar, sees the same bars as the engine; bars before a listing stay NaN. "Same numbers" compares final values and
+trade counts of every crypto whose definitions coincide in both (dca and rsi have no like-for-like vectorbt setup).
+Known difference: after an exact tie (fast == slow on the previous bar) vectorbt's crossed_above still fires, the
+contract's strict crossover does not; flat stretches make such ties happen in ema_cross.
+Prints figures only; never asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+GRID = [(fast, slow) for fast in (5, 10, 15, 20, 25, 30, 35, 40, 45, 50) for slow in (60, 80, 100, 120, 140, 160, 180, 200, 220, 250)]
+WORKLOADS = {
+    "catalog, 263 x 2,000 days": "daily",
+    "SMA grid, 100 pairs x 263 x 2,000 days": "daily",
+    "SMA 20/50, 263 x 5 years hourly": "hourly",
+}
+VECTORBT_CATALOG = ("buy_and_hold", "sma_cross", "ema_cross", "bollinger_reversion", "donchian_breakout", "momentum")
+
+
+# --- data ---------------------------------------------------------------------------------------------------------
+
+
+def make_data(directory: Path) -> None:
+    from cryptobt_pipelines.sources.synthetic import generate_prices
+
+    symbols = pd.read_csv(ROOT / "assets" / "cryptos.csv")["symbol"].tolist()
+    for name, start, end, bar_seconds in (
+        ("daily", datetime(2019, 1, 1), datetime(2019, 1, 1) + pd.Timedelta(days=2000), 86400),
+        ("hourly", datetime(2019, 1, 1), datetime(2024, 1, 1), 3600),
+    ):
+        bars = generate_prices(symbols, start, end, bar_seconds, seed=7).bars
+        first = bars["ts"].min()
+        n_bars = int((bars["ts"].max() - first).total_seconds() // bar_seconds) + 1
+        rows = ((bars["ts"] - first).dt.total_seconds() // bar_seconds).to_numpy(np.int64)
+        columns = pd.Index(symbols).get_indexer(bars["symbol"])
+        arrays = {}
+        for field in ("open", "high", "low", "close"):
+            wide = np.full((n_bars, len(symbols)), np.nan)
+            wide[rows, columns] = bars[field].to_numpy()
+            arrays[field] = wide
+        close = pd.DataFrame(arrays["close"]).ffill().to_numpy()
+        gap = np.isnan(arrays["close"]) & ~np.isnan(close)
+        for field in ("open", "high", "low"):
+            arrays[field][gap] = close[gap]
+        arrays["close"] = close
+        np.savez(directory / f"{name}.npz", **arrays)
+        print(f"data {name}: {n_bars} bars x {len(symbols)} cryptos, {len(bars):,} generated rows, "
+              f"{int(gap.sum()):,} outage bars filled flat", flush=True)
+
+
+def load(directory: Path, name: str) -> list[np.ndarray]:
+    with np.load(directory / f"{name}.npz") as data:
+        return [data[field] for field in ("open", "high", "low", "close")]
+
+
+# --- the two engines ----------------------------------------------------------------------------------------------
+
+
+def engine_workload(workload: str, prices: list[np.ndarray]):
+    from cryptobt_pipelines.engine import load_catalog, run_backtests
+
+    if workload.startswith("catalog"):
+        results = {s.name: run_backtests(s.name, *prices) for s in load_catalog().strategies}
+        return {name: (r.metrics["final_value"][:, 0], r.metrics["n_trades"][:, 0]) for name, r in results.items()}
+    bar_seconds = 3600 if "hourly" in workload else 86400
+    pairs = GRID if workload.startswith("SMA grid") else [(20, 50)]
+    result = run_backtests("sma_cross", *prices, [dict(fast_window=f, slow_window=s) for f, s in pairs],
+                           bar_seconds=bar_seconds)
+    return {"sma_cross": (result.metrics["final_value"].T.ravel(), result.metrics["n_trades"].T.ravel())}
+
+
+def vectorbt_signals(vbt, strategy: str, high: pd.DataFrame, low: pd.DataFrame, close: pd.DataFrame):
+    """Entries and exits as the engine defines them, computed the way a vectorbt user would."""
+    if strategy == "buy_and_hold":
+        entries = close.notna() & close.shift(1).isna()
+        return entries, pd.DataFrame(False, index=close.index, columns=close.columns)
+    if strategy in ("sma_cross", "ema_cross"):
+        fast_window, slow_window = (20, 50) if strategy == "sma_cross" else (12, 26)
+        fast = vbt.MA.run(close, fast_window, ewm=strategy == "ema_cross")
+        slow = vbt.MA.run(close, slow_window, ewm=strategy == "ema_cross")
+        return fast.ma_crossed_above(slow), fast.ma_crossed_below(slow)
+    if strategy == "bollinger_reversion":
+        mean, std = close.rolling(20).mean(), close.rolling(20).std(ddof=0)
+        return close < mean - 2.0 * std, close > mean
+    if strategy == "donchian_breakout":
+        return close > high.rolling(20).max().shift(1), close < low.rolling(10).min().shift(1)
+    if strategy == "momentum":
+        change = close / close.shift(30) - 1
+        return change > 0.0, change < 0.0
+    raise ValueError(strategy)
+
+
+def vectorbt_portfolio(vbt, open: pd.DataFrame, close: pd.DataFrame, entries, exits, freq: str):
+    shift = lambda signals: signals.shift(1, fill_value=False).astype(bool)  # next-open fills  # noqa: E731
+    portfolio = vbt.Portfolio.from_signals(
+        close, shift(entries), shift(exits), init_cash=10000.0, fees=0.001, size=np.inf, size_type="amount",
+        direction="longonly", price=open, freq=freq,
+    )
+    # The metrics the engine returns, so both sides do the same work.
+    closed = portfolio.trades.closed
+    for metric in (portfolio.total_return, portfolio.annualized_return, portfolio.sharpe_ratio,
+                   portfolio.sortino_ratio, portfolio.max_drawdown, portfolio.calmar_ratio, closed.win_rate,
+                   closed.profit_factor):
+        metric()
+    portfolio.position_mask().mean()
+    return portfolio.final_value().to_numpy(), portfolio.trades.count().to_numpy()
+
+
+def vectorbt_workload(workload: str, prices: list[np.ndarray]):
+    import vectorbt as vbt
+
+    hourly = "hourly" in workload
+    index = pd.date_range("2019-01-01", periods=len(prices[0]), freq="h" if hourly else "D")
+    open, high, low, close = (pd.DataFrame(a, index=index) for a in prices)
+    freq = "1h" if hourly else "1D"
+    if workload.startswith("catalog"):
+        return {s: vectorbt_portfolio(vbt, open, close, *vectorbt_signals(vbt, s, high, low, close), freq)
+                for s in VECTORBT_CATALOG}
+    if not workload.startswith("SMA grid"):
+        return {"sma_cross": vectorbt_portfolio(vbt, open, close, *vectorbt_signals(vbt, "sma_cross", high, low, close), freq)}
+    fast = vbt.MA.run(close, [f for f, _ in GRID], short_name="fast")
+    slow = vbt.MA.run(close, [s for _, s in GRID], short_name="slow")
+    # Pair fast[i] with slow[i] column by column (MA.run lays columns out window-major, as np.tile does below).
+    fast_ma, slow_ma = (pd.DataFrame(ma.ma.to_numpy(), index=index) for ma in (fast, slow))
+    entries, exits = fast_ma.vbt.crossed_above(slow_ma), fast_ma.vbt.crossed_below(slow_ma)
+    n_sets = len(GRID)
+    tiled = lambda frame: pd.DataFrame(np.tile(frame.to_numpy(), n_sets), index=index, columns=entries.columns)  # noqa: E731
+    return {"sma_cross": vectorbt_portfolio(vbt, tiled(open), tiled(close), entries, exits, freq)}
+
+
+# --- one workload in its own process ------------------------------------------------------------------------------
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb() -> float:
+    # Not the peak: loading the data peaks above what stays resident, which would hide the workload's own peak.
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def worker(workload: str, engine: str, directory: Path, runs: int, output: Path) -> None:
+    prices = load(directory, WORKLOADS[workload])
+    run = engine_workload if engine == "engine" else vectorbt_workload
+    baseline = current_rss_mb()
+    start = time.perf_counter()
+    numbers = run(workload, prices)
+    first = time.perf_counter() - start
+    warm = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run(workload, prices)
+        warm.append(time.perf_counter() - start)
+    np.savez(output, **{f"{name}.final": v[0] for name, v in numbers.items()},
+             **{f"{name}.trades": v[1] for name, v in numbers.items()})
+    print(json.dumps({"first": first, "warm": warm, "peak_mb": peak_rss_mb() - baseline}))
+
+
+def in_process(args: list[str], env: dict | None = None) -> str:
+    done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-3000:])
+    return done.stdout.strip().splitlines()[-1]
+
+
+def same_numbers(engine_file: Path, vectorbt_file: Path) -> str:
+    with np.load(engine_file) as ours, np.load(vectorbt_file) as theirs:
+        names = sorted({key.split(".")[0] for key in theirs.files})
+        worst, compared, trades_equal, trades_total = 0.0, 0, 0, 0
+        for name in names:
+            final, reference = ours[f"{name}.final"], theirs[f"{name}.final"]
+            comparable = np.isfinite(reference)
+            worst = max(worst, float(np.max(np.abs(final[comparable] / reference[comparable] - 1), initial=0.0)))
+            compared += int(comparable.sum())
+            trades_equal += int((ours[f"{name}.trades"][comparable] == theirs[f"{name}.trades"][comparable]).sum())
+            trades_total += int(comparable.sum())
+    return (f"{len(names)} strategies, {compared} backtests: final value max rel diff {worst:.1e}, "
+            f"trade counts equal {trades_equal}/{trades_total}")
+
+
+def cold_start() -> None:
+    """The engine's first call in a fresh process: import, compile or cache load, one daily SMA run."""
+    code = (
+        "import time; t0 = time.perf_counter()\n"
+        "import numpy as np\n"
+        "from cryptobt_pipelines.engine import run_backtests\n"
+        "t1 = time.perf_counter()\n"
+        "close = 100 * np.exp(np.cumsum(np.random.default_rng(0).normal(0, 0.03, (2000, 263)), axis=0))\n"
+        "t2 = time.perf_counter()\n"
+        "run_backtests('sma_cross', close, close, close, close)\n"
+        "t3 = time.perf_counter()\n"
+        "print(f'import {t1 - t0:.2f} s, first call {t3 - t2:.2f} s, total {t1 - t0 + t3 - t2:.2f} s')\n"
+    )
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache, "PYTHONPATH": str(ROOT)}
+        for label in ("no on-disk cache (compiles, then writes the cache)", "warm on-disk cache"):
+            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+            print(f"  {label}: {done.stdout.strip() or done.stderr[-500:]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-vectorbt", action="store_true")
+    parser.add_argument("--worker", nargs=4, metavar=("WORKLOAD", "ENGINE", "DATA_DIR", "OUTPUT"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        workload, engine, directory, output = args.worker
+        worker(workload, engine, Path(directory), args.runs, Path(output))
+        return
+
+    try:
+        import vectorbt
+
+        engines = ["engine"] if args.no_vectorbt else ["engine", "vectorbt"]
+        print(f"vectorbt {vectorbt.__version__}" if len(engines) == 2 else "vectorbt skipped")
+    except ImportError:
+        engines = ["engine"]
+        print("vectorbt not installed: engine only")
+    import numba
+
+    print(f"numba {numba.__version__}, numpy {np.__version__}, {os.cpu_count()} cpus, {args.runs} warm runs")
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        make_data(directory)
+        for workload in WORKLOADS:
+            print(f"\n{workload}")
+            medians = {}
+            for engine in engines:
+                output = directory / f"{engine}.npz"
+                figures = json.loads(in_process(["--runs", str(args.runs), "--worker", workload, engine,
+                                                 str(directory), str(output)], {"PYTHONPATH": str(ROOT)}))
+                warm = figures["warm"]
+                medians[engine] = statistics.median(warm)
+                print(f"  {engine:9s} median {medians[engine]:7.3f} s (min {min(warm):.3f}, max {max(warm):.3f}); "
+                      f"first call {figures['first']:.2f} s; peak +{figures['peak_mb']:.0f} MB")
+            if len(engines) == 2:
+                print(f"  speed-up {medians['vectorbt'] / medians['engine']:.1f}x; "
+                      f"same numbers: {same_numbers(directory / 'engine.npz', directory / 'vectorbt.npz')}")
+    print("\ncold start, fresh process (import + first call, 263 x 2,000 daily SMA):")
+    cold_start()
+
+
+if __name__ == "__main__":
+    main()
