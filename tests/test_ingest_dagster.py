@@ -243,3 +243,14 @@ def test_coingecko_prices_store_close_only_bars(warehouse_url, tmp_path, market_
     assert query(warehouse_url, "SELECT ts, open, high, low, close, volume FROM market.prices") == [
         (day, 101.0, 101.0, 101.0, 101.0, 1e6 + 1)
     ]
+
+
+def test_universe_sensor_requests_a_sync_only_while_partitions_disagree(warehouse_url, tmp_path):
+    from cryptobt_pipelines.defs.ingest.sensors import universe_sensor
+
+    instance = dg.DagsterInstance.ephemeral()
+    first = universe_sensor(dg.build_sensor_context(instance=instance))
+    assert len(first.run_requests) == 1
+
+    assert dg.materialize([cryptos], instance=instance, resources=resources(warehouse_url, tmp_path)).success
+    assert isinstance(universe_sensor(dg.build_sensor_context(instance=instance)), dg.SkipReason)

@@ -16,7 +16,12 @@ from cryptobt_pipelines.warehouse.database import (
     migrate,
     with_database,
 )
-from cryptobt_pipelines.warehouse.servers import EmbeddedPostgres, EmbeddedRedis, postgres_bin_dir
+from cryptobt_pipelines.warehouse.servers import (
+    EmbeddedPostgres,
+    EmbeddedRedis,
+    postgres_bin_dir,
+    redis_server_binary,
+)
 from cryptobt_pipelines.warehouse.universe import read_universe, sync_universe
 
 
@@ -148,8 +153,12 @@ def test_embedded_postgres_starts_is_reused_and_stops(tmp_path, source):
     assert not server.is_running()
 
 
-def test_embedded_redis_starts_answers_and_stops(tmp_path):
-    server = EmbeddedRedis(tmp_path / "home")
+@pytest.mark.parametrize("source", ["wheel", "path"])
+def test_embedded_redis_starts_answers_and_stops(tmp_path, source):
+    binary = redis_server_binary() if source == "wheel" else shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("no redis-server on PATH")
+    server = EmbeddedRedis(tmp_path / "home", binary=Path(binary))
     try:
         client = redis.Redis.from_url(server.ensure_running().url())
         client.set("k", "v")

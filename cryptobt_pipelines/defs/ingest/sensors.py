@@ -1,4 +1,4 @@
-"""The landing folder: drop a price file in, and a run loads it."""
+"""The landing folder (drop a price file in, and a run loads it) and the universe file."""
 
 
 import hashlib
@@ -8,8 +8,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from cryptobt_pipelines.defs.ingest.assets import PRICE_FILES, PriceFilesConfig, ingest_files_job
+from cryptobt_pipelines.defs.ingest.assets import CRYPTOS, PRICE_FILES, PriceFilesConfig, ingest_files_job
+from cryptobt_pipelines.defs.partitions import crypto_partitions
 from cryptobt_pipelines.defs.resources import LandingResource
+from cryptobt_pipelines.warehouse.universe import UNIVERSE_CSV, read_universe
 
 # A file still being written changes size or mtime: wait until it has been quiet this long.
 SETTLE_SECONDS = 2.0
@@ -65,3 +67,20 @@ def landing_files_sensor(context: dg.SensorEvaluationContext, landing: LandingRe
     if not runs:
         return dg.SensorResult(skip_reason=f"no new files in {landing.folder}", cursor=cursor)
     return dg.SensorResult(run_requests=runs, cursor=cursor)
+
+
+@dg.sensor(
+    target=[CRYPTOS],
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Materializes market/cryptos when assets/cryptos.csv and the crypto partitions disagree.",
+)
+def universe_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    symbols = set(read_universe()["symbol"])
+    partitions = set(context.instance.get_dynamic_partitions(crypto_partitions.name))
+    digest = hashlib.sha256(UNIVERSE_CSV.read_bytes()).hexdigest()
+    if symbols == partitions:
+        return dg.SkipReason(f"{len(partitions)} crypto partitions match {UNIVERSE_CSV.name}")
+    # The key names the file and the partitions it found: the same disagreement is requested once.
+    state = hashlib.sha256(("\n".join(sorted(partitions)) + digest).encode()).hexdigest()
+    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=state)])
