@@ -10,17 +10,20 @@ WITH changed AS (
             close = excluded.close, volume = excluded.volume
         WHERE (p.open, p.high, p.low, p.close, p.volume)
               IS DISTINCT FROM (excluded.open, excluded.high, excluded.low, excluded.close, excluded.volume)
-    -- xmax is 0 on a freshly inserted row version and set on an updated one.
-    RETURNING p.crypto_id, p.ts, (p.xmax = 0) AS inserted
+    RETURNING p.crypto_id, p.ts
 ),
 per_crypto AS (
-    SELECT crypto_id,
-           min(ts) AS range_start,
-           max(ts) AS range_end,
-           count(*) FILTER (WHERE inserted) AS rows_inserted,
-           count(*) FILTER (WHERE NOT inserted) AS rows_updated
+    -- Every part of one statement reads the same snapshot, so "before" sees the bars as they were before
+    -- this insert: a changed bar that was there is an update. (xmax = 0 would say it too, but PostgreSQL
+    -- refuses system columns in RETURNING of an upsert into a partitioned table.)
+    SELECT changed.crypto_id,
+           min(changed.ts) AS range_start,
+           max(changed.ts) AS range_end,
+           count(*) FILTER (WHERE before.ts IS NULL) AS rows_inserted,
+           count(*) FILTER (WHERE before.ts IS NOT NULL) AS rows_updated
     FROM changed
-    GROUP BY crypto_id
+    LEFT JOIN market.prices before ON before.crypto_id = changed.crypto_id AND before.ts = changed.ts
+    GROUP BY changed.crypto_id
 )
 SELECT crypto_id, range_start, range_end, rows_inserted, rows_updated
 FROM per_crypto
