@@ -1,8 +1,12 @@
 -- What a load teaches market.cryptos: the bar interval (first load only), the data version (bumped where
--- bars changed) and the time span held.
+-- bars changed) and the time span held. Changed ranges come as microseconds since 1970, NULL where a
+-- crypto's bars did not change.
 WITH touched AS (
-    SELECT * FROM unnest(%(crypto_ids)s::integer[], %(range_starts)s::timestamptz[], %(range_ends)s::timestamptz[])
-        AS t (crypto_id, range_start, range_end)
+    SELECT crypto_id,
+           TIMESTAMPTZ 'epoch' + start_us * INTERVAL '1 microsecond' AS range_start,
+           TIMESTAMPTZ 'epoch' + end_us * INTERVAL '1 microsecond' AS range_end
+    FROM unnest(%(crypto_ids)s::integer[], %(range_starts_us)s::bigint[], %(range_ends_us)s::bigint[])
+        AS t (crypto_id, start_us, end_us)
 )
 UPDATE market.cryptos c
 SET bar_seconds  = coalesce(c.bar_seconds, %(bar_seconds)s),
@@ -10,5 +14,5 @@ SET bar_seconds  = coalesce(c.bar_seconds, %(bar_seconds)s),
     first_ts     = least(c.first_ts, t.range_start),
     last_ts      = greatest(c.last_ts, t.range_end),
     updated_at   = now()
-FROM (SELECT crypto_id, range_start, range_end FROM touched) t
+FROM touched t
 WHERE c.crypto_id = t.crypto_id;
