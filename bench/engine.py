@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -160,19 +159,23 @@ def vectorbt_workload(workload: str, prices: list[np.ndarray]):
 # --- one workload in its own process ------------------------------------------------------------------------------
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def reset_peak_rss() -> float:
+    """Start a new peak (Linux: clear_refs 5 resets VmHWM) and return the resident MB it starts from."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return status_mb("VmRSS")
 
 
-def current_rss_mb() -> float:
-    # Not the peak: loading the data peaks above what stays resident, which would hide the workload's own peak.
-    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)
 
 
 def worker(workload: str, engine: str, directory: Path, runs: int, output: Path) -> None:
     prices = load(directory, WORKLOADS[workload])
     run = engine_workload if engine == "engine" else vectorbt_workload
-    baseline = current_rss_mb()
+    baseline = reset_peak_rss()  # after loading the data: the workload's own peak
     start = time.perf_counter()
     numbers = run(workload, prices)
     first = time.perf_counter() - start
@@ -183,7 +186,7 @@ def worker(workload: str, engine: str, directory: Path, runs: int, output: Path)
         warm.append(time.perf_counter() - start)
     np.savez(output, **{f"{name}.final": v[0] for name, v in numbers.items()},
              **{f"{name}.trades": v[1] for name, v in numbers.items()})
-    print(json.dumps({"first": first, "warm": warm, "peak_mb": peak_rss_mb() - baseline}))
+    print(json.dumps({"first": first, "warm": warm, "peak_mb": status_mb("VmHWM") - baseline}))
 
 
 def in_process(args: list[str], env: dict | None = None) -> str:
