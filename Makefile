@@ -37,4 +37,5 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/ingest.py
 
 clean:
+	-test -x $(VENV)/bin/cryptobt && $(VENV)/bin/cryptobt services down
 	rm -rf $(VENV) .cryptobt

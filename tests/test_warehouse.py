@@ -205,3 +205,15 @@ def test_services_commands_run_in_a_fresh_process(tmp_path):
     finally:
         down = run("down")
     assert down.returncode == 0 and "stopped" in run("status").stdout
+
+
+def test_embedded_postgres_recovers_when_its_socket_vanished(tmp_path):
+    server = EmbeddedPostgres(tmp_path / "home").ensure_running()
+    try:
+        (server.socket_dir / ".s.PGSQL.5432").unlink()  # as a server dying on a deleted data folder does
+        assert not server.is_running()
+        server.ensure_running()
+        with psycopg.connect(server.url()) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        server.stop()

@@ -12,6 +12,7 @@ import hashlib
 import os
 import pwd
 import shutil
+import signal
 import stat
 import subprocess
 import time
@@ -116,22 +117,39 @@ class EmbeddedPostgres:
     def url(self, database: str = settings.WAREHOUSE_DB) -> str:
         return f"postgresql://postgres@/{database}?host={quote(str(self.socket_dir), safe='/')}"
 
-    def is_running(self) -> bool:
+    def _postmaster_alive(self) -> bool:
         pidfile = self.pgdata / "postmaster.pid"
-        if not pidfile.exists():
-            return False
         try:
-            pid = int(pidfile.read_text().split()[0])
-            os.kill(pid, 0)
-        except (ValueError, IndexError, ProcessLookupError, PermissionError):
+            os.kill(int(pidfile.read_text().split()[0]), 0)
+        except (OSError, ValueError, IndexError):
             return False
-        return (self.socket_dir / ".s.PGSQL.5432").exists()
+        return True
+
+    def is_running(self) -> bool:
+        return self._postmaster_alive() and (self.socket_dir / ".s.PGSQL.5432").exists()
 
     def ensure_running(self) -> "EmbeddedPostgres":
         if not self.is_running():
+            if self._postmaster_alive():
+                # Up but its socket is gone (e.g. removed by a server whose data folder was deleted under it).
+                self._pg("pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "stop")
             self._start()
         self._ensure_databases()
         return self
+
+    def _stop_orphans(self) -> None:
+        """Stop postmasters still running on a deleted data folder at this path: on their way out they would
+        remove the socket of the new server that takes their place."""
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                args = cmdline.read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if args and args[0].endswith(b"postgres") and str(self.pgdata).encode() in args:
+                try:
+                    os.kill(int(cmdline.parent.name), signal.SIGQUIT)
+                except OSError:
+                    pass
 
     def _pg(self, tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         user = _run_as_service_user()
@@ -150,6 +168,7 @@ class EmbeddedPostgres:
         self.home.mkdir(parents=True, exist_ok=True)
         _give_to(user, self.socket_dir)
         if not (self.pgdata / "PG_VERSION").exists():
+            self._stop_orphans()
             _give_to(user, self.pgdata)
             self._pg("initdb", "-D", str(self.pgdata), "-U", "postgres", "--auth=trust", "--encoding=UTF8",
                      "--locale=C", "--no-sync")
