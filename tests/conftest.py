@@ -11,7 +11,6 @@ from cryptobt_pipelines.warehouse.database import create_database, drop_database
 from cryptobt_pipelines.warehouse.servers import EmbeddedPostgres, EmbeddedRedis
 from cryptobt_pipelines.warehouse.universe import sync_universe
 
-FIXTURES = Path(__file__).parent / "fixtures"
 EXTERNAL_DATABASE_URL = os.environ.get("CRYPTOBT_DATABASE_URL")
 EXTERNAL_REDIS_URL = os.environ.get("CRYPTOBT_REDIS_URL")
 

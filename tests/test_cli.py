@@ -1,11 +1,14 @@
 """`cryptobt ingest`, `cryptobt generate` and the demo data set, against a real warehouse."""
 
+from pathlib import Path
+
 import psycopg
 from click.testing import CliRunner
-from conftest import FIXTURES
 
 from cryptobt_pipelines.cli import main
 from cryptobt_pipelines.demo import load_demo_if_empty
+
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def count(url, sql="SELECT count(*) FROM market.prices"):
