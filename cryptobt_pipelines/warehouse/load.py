@@ -6,8 +6,13 @@ the per-crypto data versions commit together or not at all.
 
 from __future__ import annotations
 
+import atexit
+import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -17,6 +22,7 @@ import psycopg
 from psycopg import sql as pgsql
 from psycopg.copy import QueuedLibpqWriter
 
+from cryptobt_pipelines import settings
 from cryptobt_pipelines.sources.batch import PRICE_COLUMNS, PriceBatch
 from cryptobt_pipelines.warehouse.database import connect, query
 
@@ -127,6 +133,16 @@ def _symbol_codes(symbols: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return np.repeat(run_codes, np.diff(np.r_[run_starts, len(values)])), np.asarray(uniques, dtype=object)
 
 
+class _LazySymbols:
+    """The symbol of each row, looked up only for the few rows a reason is written for."""
+
+    def __init__(self, codes: np.ndarray, symbol_of_code: np.ndarray):
+        self.codes, self.symbol_of_code = codes, symbol_of_code
+
+    def __getitem__(self, rows):
+        return self.symbol_of_code[self.codes[rows]]
+
+
 def _in_key_order(ids: np.ndarray, ts: np.ndarray) -> bool:
     """Strictly increasing (crypto_id, ts): sorted and free of duplicate keys."""
     if len(ids) < 2:
@@ -145,16 +161,17 @@ def validate(
     held_intervals: dict[int, int | None],
     bar_seconds: int | None,
     now: datetime,
+    symbol_codes: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """Split bars into (good bars with crypto_id in key order, refused rows with reason, identical
-    duplicates dropped). ``ts`` of the good bars is in microseconds since 1970."""
+    duplicates dropped). ``ts`` of the good bars is in microseconds since 1970. ``symbol_codes`` is
+    ``_symbol_codes(bars["symbol"])`` when the caller has it already."""
     n = len(bars)
     refusals = Refusals(n)
-    codes, uniques = _symbol_codes(bars["symbol"])
+    codes, uniques = symbol_codes or _symbol_codes(bars["symbol"])
     id_of_code = np.array([crypto_ids.get(s, -1) for s in uniques] + [-1], dtype=np.int32)
     ids = id_of_code[codes]  # code -1 (missing symbol) picks the trailing -1
-    symbol_of_code = np.r_[uniques, [np.nan]]
-    symbols = symbol_of_code[codes] if n else np.empty(0, object)
+    symbols = _LazySymbols(codes, np.r_[uniques, [np.nan]])
     ts_us = bars["ts"].to_numpy(dtype="datetime64[us]").view(np.int64)  # NaT becomes int64 min
     values = {c: bars[c].to_numpy(dtype=np.float64) for c in PRICE_COLUMNS}
     o, h, low, c, v = (values[k] for k in PRICE_COLUMNS)
@@ -265,7 +282,7 @@ def _settle_duplicates(
     ts_us: np.ndarray,
     values: dict[str, np.ndarray],
     lines: np.ndarray,
-    symbols: np.ndarray,
+    symbols: _LazySymbols,
 ) -> tuple[np.ndarray, int]:
     """Duplicates of one (crypto, bar) inside the batch: identical copies collapse to one, conflicting
     copies are all refused since nothing says which is right. ``keep`` is in key order, ``same_key[k]``
@@ -330,16 +347,17 @@ class Bars:
         return Bars(self.crypto_ids[rows], self.ts[rows], {c: x[rows] for c, x in self.values.items()})
 
 
+def _copy_statement(table: pgsql.Composable, freeze: bool = False) -> pgsql.Composed:
+    return pgsql.SQL(query("ingest/copy_prices")).format(table=table, freeze=pgsql.SQL(", FREEZE" if freeze else ""))
+
+
 def _copy_bars(conn: psycopg.Connection, table: pgsql.Composable, bars: Bars, progress: Progress, done: int,
-               total: int, freeze: bool = False) -> None:
-    statement = pgsql.SQL(query("ingest/copy_prices")).format(
-        table=table, freeze=pgsql.SQL(", FREEZE" if freeze else "")
-    )
+               total: int) -> None:
     cursor = conn.cursor()
     # The queued writer sends from its own thread, so encoding the next chunk overlaps sending this one;
     # a batch of one chunk has nothing to overlap and would only pay for starting the thread.
     writer = QueuedLibpqWriter(cursor) if len(bars) > COPY_CHUNK_ROWS else None
-    with cursor.copy(statement, writer=writer) as copy:
+    with cursor.copy(_copy_statement(table), writer=writer) as copy:
         copy.write(BINARY_COPY_HEADER)
         for start in range(0, len(bars), COPY_CHUNK_ROWS):
             chunk = slice(start, start + COPY_CHUNK_ROWS)
@@ -449,26 +467,47 @@ HeldSpans = dict[int, tuple[datetime | None, datetime | None]]
 def _write_bars(conn: psycopg.Connection, bars: Bars, new_partitions: list[NewPartition], held: HeldSpans,
                 progress: Progress) -> Changes:
     """Write key-sorted validated bars; returns what changed per crypto."""
-    changes = []
-    done = 0
-    in_new_partition = np.zeros(len(bars), dtype=bool)
-    for partition in new_partitions:
-        start, end = partition.bounds_us
-        rows = np.flatnonzero((bars.ts >= start) & (bars.ts < end))
-        in_new_partition[rows] = True
-        fresh = bars.take(rows)
-        # FREEZE: the table is new in this transaction, so its rows can be written frozen and all-visible;
-        # the first reads and VACUUM then need not rewrite every page.
-        _copy_bars(conn, pgsql.Identifier("market", partition.name), fresh, progress, done, len(bars), freeze=True)
-        changes.append(Changes.inserts(fresh))
-        done += len(fresh)
-    for partition in new_partitions:
-        progress("index", done, len(bars))
-        conn.execute(partition.sql("ingest/attach_price_partition"))
+    changes, in_new_partition = _fill_new_partitions(conn, bars, new_partitions, progress)
+    done = int(in_new_partition.sum())
     rest = bars.take(np.flatnonzero(~in_new_partition)) if new_partitions else bars
     if len(rest):
         changes += _write_into_existing(conn, rest, held, progress, done, len(bars))
     return Changes.merged(changes)
+
+
+def _fill_new_partitions(conn: psycopg.Connection, bars: Bars, new_partitions: list[NewPartition],
+                         progress: Progress) -> tuple[list[Changes], np.ndarray]:
+    """COPY each new year into its table, then index and attach it from a helper thread while this one
+    encodes the next year: the server builds an index while the client prepares the next COPY.
+
+    Returns what was inserted and which bars went into new partitions."""
+    changes = []
+    in_new_partition = np.zeros(len(bars), dtype=bool)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="attach-partition") as attacher:
+        attaching = None
+        for partition in new_partitions:
+            start, end = partition.bounds_us
+            rows = np.flatnonzero((bars.ts >= start) & (bars.ts < end))
+            in_new_partition[rows] = True
+            fresh = bars.take(rows)
+            encoded = copy_rows(fresh.crypto_ids, fresh.ts, fresh.values)
+            if attaching:
+                attaching.result()  # one statement at a time on the connection
+            # FREEZE: the table is new in this transaction, so its rows can be written frozen and all-visible;
+            # the first reads and VACUUM then need not rewrite every page.
+            statement = _copy_statement(pgsql.Identifier("market", partition.name), freeze=True)
+            with conn.cursor().copy(statement) as copy:
+                copy.write(BINARY_COPY_HEADER)
+                copy.write(encoded.view(np.uint8).data)
+                copy.write(BINARY_COPY_TRAILER)
+            del encoded
+            changes.append(Changes.inserts(fresh))
+            progress("load", int(in_new_partition.sum()), len(bars))
+            attaching = attacher.submit(conn.execute, partition.sql("ingest/attach_price_partition"))
+        if attaching:
+            progress("index", int(in_new_partition.sum()), len(bars))
+            attaching.result()
+    return changes, in_new_partition
 
 
 def _meets_held_span(span: tuple[datetime | None, datetime | None], start_us: int, end_us: int) -> bool:
@@ -518,6 +557,53 @@ def _write_into_existing(conn: psycopg.Connection, bars: Bars, held: HeldSpans, 
     return changes
 
 
+# One idle connection per process and warehouse, kept between loads: a new backend costs about 10 ms of
+# connection and catalog-cache set-up, more than the database work of an hourly append.
+_idle_connections: dict[tuple[int, str], psycopg.Connection] = {}
+_idle_lock = threading.Lock()
+
+
+@contextmanager
+def _load_transaction(url: str | None) -> Iterator[psycopg.Connection]:
+    """A connection inside one transaction, committed when the block ends and rolled back if it raises."""
+    key = (os.getpid(), url or settings.database_url())  # the pid: a forked child must not share a socket
+    with _idle_lock:
+        conn = _idle_connections.pop(key, None)
+    if conn is not None and not _still_usable(conn):
+        conn.close()
+        conn = None
+    if conn is None:
+        conn = connect(key[1], autocommit=True)  # transactions are explicit below
+    try:
+        with conn.transaction():
+            yield conn
+    except BaseException:
+        conn.close()
+        raise
+    with _idle_lock:
+        kept = _idle_connections.setdefault(key, conn) is conn
+    if not kept:
+        conn.close()
+
+
+def _still_usable(conn: psycopg.Connection) -> bool:
+    """An idle connection can have been ended by the server (restart, dropped database) since its last load."""
+    try:
+        conn.execute("SELECT 1")
+        return True
+    except psycopg.Error:
+        return False
+
+
+@atexit.register
+def close_idle_connections() -> None:
+    """Close the connections kept between loads (also done at exit)."""
+    with _idle_lock:
+        for conn in _idle_connections.values():
+            conn.close()
+        _idle_connections.clear()
+
+
 def load_batch(
     batch: PriceBatch,
     *,
@@ -531,16 +617,17 @@ def load_batch(
     now = now or datetime.now(UTC)
     progress = progress or (lambda stage, done, total: None)
     bars = batch.bars
-    symbols = pd.unique(bars["symbol"].dropna()).tolist()
+    symbol_codes = _symbol_codes(bars["symbol"])
+    symbols = symbol_codes[1].tolist()
 
-    with connect(url) as conn:
+    with _load_transaction(url) as conn:
         locked = conn.execute(query("ingest/lock_cryptos"), {"symbols": symbols}).fetchall()
         crypto_ids = {symbol: crypto_id for crypto_id, symbol, *_ in locked}
         held_intervals = {crypto_id: interval for crypto_id, _, interval, *_ in locked}
         held_spans = {crypto_id: (first, last) for crypto_id, _, _, first, last in locked}
         symbol_of = {crypto_id: symbol for symbol, crypto_id in crypto_ids.items()}
 
-        good, rejects, collapsed = validate(bars, crypto_ids, held_intervals, batch.bar_seconds, now)
+        good, rejects, collapsed = validate(bars, crypto_ids, held_intervals, batch.bar_seconds, now, symbol_codes)
         if len(batch.rejects):
             parse_rejects = batch.rejects.assign(
                 ts=pd.Series(pd.NaT, index=batch.rejects.index, dtype=rejects["ts"].dtype),
