@@ -1,0 +1,161 @@
+"""Incremental rollups equal a from-scratch aggregation, whatever sequence of loads and refreshes led there."""
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cryptobt_pipelines.sources.batch import PriceBatch
+from cryptobt_pipelines.warehouse.database import create_database, drop_database, with_database
+from cryptobt_pipelines.warehouse.load import load_batch
+from cryptobt_pipelines.warehouse.rollups import refresh_rollups
+
+T0 = datetime(2024, 2, 26, tzinfo=UTC)  # a Monday
+HOUR = timedelta(hours=1)
+MONDAY_ORIGIN = pd.Timestamp("2000-01-03", tz="UTC")
+
+
+def frame(url, sql):
+    with psycopg.connect(url) as conn:
+        cursor = conn.execute(sql)
+        return pd.DataFrame(cursor.fetchall(), columns=[d.name for d in cursor.description])
+
+
+def expected_rollups(url) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Daily and weekly bars computed by pandas straight from market.prices."""
+    bars = frame(url, "SELECT crypto_id, ts, open, high, low, close, volume FROM market.prices ORDER BY crypto_id, ts")
+    if bars.empty:
+        return bars, bars
+    bars["ts"] = pd.to_datetime(bars["ts"], utc=True)
+
+    def roll(source: pd.DataFrame, width: str, time_column: str, count_column: str | None) -> pd.DataFrame:
+        source = source.assign(bucket=MONDAY_ORIGIN + ((source[time_column] - MONDAY_ORIGIN) // pd.Timedelta(width))
+                               * pd.Timedelta(width))
+        grouped = source.sort_values(["crypto_id", time_column]).groupby(["crypto_id", "bucket"])
+        out = grouped.agg(open=("open", "first"), high=("high", "max"), low=("low", "min"), close=("close", "last"),
+                          volume=("volume", "sum"))
+        out["n_bars"] = grouped[count_column].sum() if count_column else grouped.size()
+        return out.reset_index()
+
+    daily = roll(bars, "1D", "ts", None)
+    weekly = roll(daily.rename(columns={"bucket": "day"}), "7D", "day", "n_bars")
+    return daily, weekly
+
+
+def assert_rollups_match(url):
+    daily, weekly = expected_rollups(url)
+    for table, expected in (("market.prices_daily", daily), ("market.prices_weekly", weekly)):
+        actual = frame(url, f"SELECT crypto_id, bucket, open, high, low, close, volume, n_bars FROM {table} "
+                            "ORDER BY crypto_id, bucket")
+        assert len(actual) == len(expected), table
+        if expected.empty:
+            continue
+        actual["bucket"] = pd.to_datetime(actual["bucket"], utc=True)
+        assert (actual["crypto_id"].to_numpy() == expected["crypto_id"].to_numpy()).all(), table
+        assert (actual["bucket"].to_numpy() == expected["bucket"].to_numpy()).all(), table
+        for column in ("open", "high", "low", "close"):
+            assert (actual[column].to_numpy() == expected[column].to_numpy()).all(), (table, column)
+        assert (actual["n_bars"].to_numpy() == expected["n_bars"].to_numpy()).all(), table
+        np.testing.assert_allclose(actual["volume"].to_numpy(), expected["volume"].to_numpy(), rtol=1e-9)
+
+
+def bars(symbol, hours, price=100.0, volume=1.0) -> PriceBatch:
+    rows = pd.DataFrame({
+        "line": range(1, len(hours) + 1), "symbol": symbol, "ts": [T0 + h * HOUR for h in hours],
+        "open": price, "high": price * 1.1, "low": price * 0.9, "close": price * 1.05, "volume": volume,
+    })
+    return PriceBatch("test", "test", rows, bar_seconds=3600)
+
+
+def test_a_refresh_rolls_days_into_utc_days_and_monday_weeks(warehouse_url):
+    load_batch(bars("BTC", range(0, 24 * 9)), url=warehouse_url)
+
+    report = refresh_rollups(warehouse_url)
+
+    assert (report.ranges_consumed, report.days_refreshed, report.weeks_refreshed, report.ranges_pending) == (1, 9, 2, 0)
+    weeks = frame(warehouse_url, "SELECT bucket, n_bars FROM market.prices_weekly ORDER BY bucket")
+    assert weeks["n_bars"].tolist() == [168, 48]
+    assert [b.weekday() for b in weeks["bucket"]] == [0, 0]
+    assert_rollups_match(warehouse_url)
+
+
+def test_a_refresh_with_nothing_pending_changes_nothing(warehouse_url):
+    load_batch(bars("ETH", range(0, 30)), url=warehouse_url)
+    refresh_rollups(warehouse_url)
+
+    again = refresh_rollups(warehouse_url)
+
+    assert (again.ranges_consumed, again.days_refreshed, again.weeks_refreshed) == (0, 0, 0)
+    assert_rollups_match(warehouse_url)
+
+
+def test_ranges_outside_the_window_stay_pending_until_a_wider_refresh(warehouse_url):
+    load_batch(bars("BTC", range(0, 24 * 20)), url=warehouse_url)
+
+    windowed = refresh_rollups(warehouse_url, T0 + timedelta(days=10), T0 + timedelta(days=12))
+
+    assert windowed.days_refreshed == 2 and windowed.ranges_pending == 2
+    pending = frame(warehouse_url, "SELECT range_start, range_end FROM market.invalidations ORDER BY range_start")
+    assert pending["range_start"].tolist()[1] == T0 + timedelta(days=12)
+    assert pending["range_end"].tolist()[0] == T0 + timedelta(days=10) - timedelta(microseconds=1)
+    assert len(frame(warehouse_url, "SELECT * FROM market.prices_daily")) == 2
+
+    rest = refresh_rollups(warehouse_url)
+    assert rest.ranges_pending == 0
+    assert_rollups_match(warehouse_url)
+
+
+def test_a_refresh_that_dies_leaves_rollups_and_log_as_they_were(warehouse_url, monkeypatch):
+    load_batch(bars("BTC", range(0, 48)), url=warehouse_url)
+    refresh_rollups(warehouse_url)
+    load_batch(bars("BTC", range(48, 60), price=120.0), url=warehouse_url)
+    before = frame(warehouse_url, "SELECT * FROM market.prices_daily ORDER BY bucket")
+
+    from cryptobt_pipelines.warehouse import rollups
+
+    original = rollups.query
+    monkeypatch.setattr(rollups, "query", lambda name: "SELECT 1/0" if name == "aggregates/refresh_weekly" else original(name))
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        refresh_rollups(warehouse_url)
+
+    assert frame(warehouse_url, "SELECT * FROM market.prices_daily ORDER BY bucket").equals(before)
+    assert len(frame(warehouse_url, "SELECT * FROM market.invalidations")) == 1
+    monkeypatch.undo()
+    refresh_rollups(warehouse_url)
+    assert_rollups_match(warehouse_url)
+
+
+load_step = st.tuples(
+    st.sampled_from(["BTC", "ETH", "SOL"]),
+    st.integers(0, 24 * 21),  # first hour
+    st.integers(1, 60),  # how many hours
+    st.floats(1.0, 1000.0, allow_nan=False),  # price (a different price makes a correction)
+    st.booleans(),  # refresh afterwards
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(load_step, min_size=1, max_size=8), window=st.none() | st.tuples(st.integers(0, 20), st.integers(1, 6)))
+def test_any_sequence_of_loads_and_refreshes_ends_equal_to_a_scratch_aggregation(server_url, template_database, steps, window):
+    name = f"cryptobt_rollup_prop_{np.random.default_rng().integers(1e12)}"
+    create_database(server_url, name, template=template_database)
+    url = with_database(server_url, name)
+    try:
+        for symbol, first, count, price, refresh_after in steps:
+            hours = list(range(first, first + count))[::-1]  # out of order inside the batch too
+            load_batch(bars(symbol, hours, price=price, volume=price / 7), url=url)
+            if refresh_after:
+                if window:
+                    start = T0 + timedelta(days=window[0])
+                    refresh_rollups(url, start, start + timedelta(days=window[1]))
+                else:
+                    refresh_rollups(url)
+        refresh_rollups(url)
+        assert_rollups_match(url)
+        assert frame(url, "SELECT count(*) AS n FROM market.invalidations")["n"][0] == 0
+    finally:
+        drop_database(server_url, name)
