@@ -190,6 +190,19 @@ def generate(cryptos: int, days: int, interval: str, seed: int, out: Path | None
     click.echo(f"loaded {report.rows_loaded:,} rows ({report.rows_inserted:,} new) in {report.seconds:.1f}s")
 
 
+# --- refresh ----------------------------------------------------------------------------------------------
+
+
+@main.command()
+def refresh() -> None:
+    """Bring the daily and weekly rollups up to date with every pending change."""
+    from cryptobt_pipelines.warehouse.rollups import refresh_rollups
+
+    report = refresh_rollups(_prepare_warehouse())
+    click.echo(f"rollups: {report.days_refreshed} days and {report.weeks_refreshed} weeks refreshed from "
+               f"{report.ranges_consumed} changed ranges in {report.seconds * 1000:.1f} ms")
+
+
 # --- dev: what `make run` runs ------------------------------------------------------------------------------
 
 
