@@ -90,7 +90,8 @@ def one_hour(symbols: list[str], hour: datetime, rng: np.random.Generator) -> Pr
     price = rng.uniform(1, 100, len(symbols))
     bars = pd.DataFrame({
         "line": np.arange(1, len(symbols) + 1), "symbol": symbols, "ts": pd.Timestamp(hour),
-        "open": price, "high": price * 1.01, "low": price * 0.99, "close": price, "volume": rng.uniform(0, 10, len(symbols)),
+        "open": price, "high": price * 1.01, "low": price * 0.99, "close": price,
+        "volume": rng.uniform(0, 10, len(symbols)),
     })
     return PriceBatch(f"bench:append:{hour.isoformat()}", "synthetic", bars, bar_seconds=3600)
 
@@ -100,7 +101,8 @@ def corrected(batch: PriceBatch, share: float, seed: int = 11) -> tuple[PriceBat
     bars = batch.bars.copy()
     changed = np.random.default_rng(seed).random(len(bars)) < share
     bars.loc[changed, "volume"] = bars.loc[changed, "volume"] * 1.5 + 1.0
-    return PriceBatch(batch.source + ":corrected", batch.format, bars, bar_seconds=batch.bar_seconds), int(changed.sum())
+    fixed = PriceBatch(batch.source + ":corrected", batch.format, bars, bar_seconds=batch.bar_seconds)
+    return fixed, int(changed.sum())
 
 
 def ceiling_copy(url: str, buffer: bytes) -> float:

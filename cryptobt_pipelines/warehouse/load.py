@@ -249,9 +249,8 @@ def _refuse_bad_values(refusals: Refusals, rows: np.ndarray, values: dict[str, n
         return [repr(float(x)) for x in values[col][i]]
 
     def add(rule: str, mask: np.ndarray, make: Callable[[np.ndarray], list[str]]) -> None:
-        at = np.flatnonzero(mask)  # positions within ``rows``
-        position_in_rows = dict(zip(rows[at].tolist(), at.tolist()))
-        refusals.add(rule, rows[at], lambda i: make(np.array([position_in_rows[k] for k in i.tolist()], dtype=np.int64)))
+        # ``mask`` and ``make`` work on positions within ``rows`` (sorted), refusals on batch positions.
+        refusals.add(rule, rows[mask], lambda i: make(np.searchsorted(rows, i)))
 
     o, h, low, c, v = (values[k] for k in PRICE_COLUMNS)
     for col in ("open", "high", "low", "close"):
@@ -259,7 +258,8 @@ def _refuse_bad_values(refusals: Refusals, rows: np.ndarray, values: dict[str, n
         add("missing_value", np.isnan(x), lambda i, col=col: [f"{col} is missing"] * len(i))
         add("not_finite", ~np.isfinite(x), lambda i, col=col: [f"{col} is not finite"] * len(i))
         add("not_positive", x <= 0, lambda i, col=col: [f"{col} is not positive ({t})" for t in text(i, col)])
-    add("high_below_low", h < low, lambda i: [f"high {a} is below low {b}" for a, b in zip(text(i, "high"), text(i, "low"))])
+    add("high_below_low", h < low,
+        lambda i: [f"high {a} is below low {b}" for a, b in zip(text(i, "high"), text(i, "low"))])
     for col, x in (("open", o), ("close", c)):
         add(
             "outside_range",
