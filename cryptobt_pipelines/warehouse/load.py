@@ -548,6 +548,7 @@ def _write_into_existing(conn: psycopg.Connection, bars: Bars, held: HeldSpans, 
         conn.execute(query("ingest/create_staging"))
         _copy_bars(conn, pgsql.Identifier("staging_prices"), staged, progress, done, total)
         progress("upsert", done, total)
+        conn.execute(query("ingest/drop_unchanged_staged"))
         upserted = conn.execute(query("ingest/upsert_prices")).fetchall()
         changes.append(Changes(*(np.array(column, dtype=np.int64).reshape(-1) for column in (
             [r[0] for r in upserted], [_micros(r[1]) for r in upserted], [_micros(r[2]) for r in upserted],
