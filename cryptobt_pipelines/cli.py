@@ -194,11 +194,15 @@ def generate(cryptos: int, days: int, interval: str, seed: int, out: Path | None
 
 
 @main.command()
-def refresh() -> None:
+@click.option("--rebuild", is_flag=True, help="Rebuild both rollups from scratch first (repairs; slow).")
+def refresh(rebuild: bool) -> None:
     """Bring the daily and weekly rollups up to date with every pending change."""
-    from cryptobt_pipelines.warehouse.rollups import refresh_rollups
+    from cryptobt_pipelines.warehouse.rollups import rebuild_rollups, refresh_rollups
 
-    report = refresh_rollups(_prepare_warehouse())
+    url = _prepare_warehouse()
+    if rebuild:
+        click.echo(f"rollups rebuilt from scratch in {rebuild_rollups(url):.1f} s")
+    report = refresh_rollups(url)
     click.echo(f"rollups: {report.days_refreshed} days and {report.weeks_refreshed} weeks refreshed from "
                f"{report.ranges_consumed} changed ranges in {report.seconds * 1000:.1f} ms")
 

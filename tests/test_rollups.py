@@ -118,7 +118,7 @@ def test_a_refresh_that_dies_leaves_rollups_and_log_as_they_were(warehouse_url, 
     from cryptobt_pipelines.warehouse import rollups
 
     original = rollups.query
-    monkeypatch.setattr(rollups, "query", lambda name: "SELECT 1/0" if name == "aggregates/refresh_weekly" else original(name))
+    monkeypatch.setattr(rollups, "query", lambda name: "SELECT 1/0, %(crypto_ids)s" if name == "aggregates/refresh_weekly" else original(name))
     with pytest.raises(psycopg.errors.DivisionByZero):
         refresh_rollups(warehouse_url)
 
@@ -159,3 +159,18 @@ def test_any_sequence_of_loads_and_refreshes_ends_equal_to_a_scratch_aggregation
         assert frame(url, "SELECT count(*) AS n FROM market.invalidations")["n"][0] == 0
     finally:
         drop_database(server_url, name)
+
+
+def test_a_full_rebuild_gives_the_same_buckets_as_the_incremental_refresh(warehouse_url):
+    load_batch(bars("BTC", range(0, 24 * 10), price=10.0), url=warehouse_url)
+    refresh_rollups(warehouse_url)
+    load_batch(bars("BTC", range(100, 130), price=11.0), url=warehouse_url)
+    refresh_rollups(warehouse_url)
+    incremental = frame(warehouse_url, "SELECT * FROM market.prices_daily ORDER BY 1, 2")
+
+    from cryptobt_pipelines.warehouse.rollups import rebuild_rollups
+
+    rebuild_rollups(warehouse_url)
+
+    assert frame(warehouse_url, "SELECT * FROM market.prices_daily ORDER BY 1, 2").equals(incremental)
+    assert_rollups_match(warehouse_url)

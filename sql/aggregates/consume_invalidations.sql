@@ -1,6 +1,7 @@
--- Take the invalidation ranges that meet the refresh window [window_start, window_end) off the log into
--- pg_temp.refresh_ranges (create_refresh_ranges.sql), clipped to the window; what lies outside the window goes back on the log, pending.
--- Rows of loads not yet committed are invisible here and stay for the next refresh.
+-- Take the invalidation ranges that meet the refresh window [window_start, window_end) off the log, put
+-- back what lies outside the window (still pending), and return the whole UTC days to recompute: per
+-- crypto, overlapping or adjacent day spans merged into one. Rows of loads not yet committed are invisible
+-- here and stay for the next refresh.
 WITH consumed AS (
     DELETE FROM market.invalidations
     WHERE range_end >= %(window_start)s AND range_start < %(window_end)s
@@ -13,9 +14,25 @@ left_pending AS (
     UNION ALL
     SELECT crypto_id, %(window_end)s, range_end, load_id
     FROM consumed WHERE range_end >= %(window_end)s
+),
+days AS (
+    SELECT crypto_id,
+           date_bin('1 day', greatest(range_start, %(window_start)s), TIMESTAMPTZ '2000-01-03 00:00+00') AS first_day,
+           date_bin('1 day', least(range_end, %(window_end)s::timestamptz - interval '1 microsecond'),
+                    TIMESTAMPTZ '2000-01-03 00:00+00') AS last_day
+    FROM consumed
+),
+reach AS (
+    SELECT *, max(last_day) OVER (PARTITION BY crypto_id ORDER BY first_day, last_day
+                                  ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS covered_to
+    FROM days
+),
+islands AS (
+    SELECT *, count(*) FILTER (WHERE covered_to IS NULL OR first_day > covered_to + interval '1 day')
+                  OVER (PARTITION BY crypto_id ORDER BY first_day, last_day) AS island
+    FROM reach
 )
-INSERT INTO pg_temp.refresh_ranges (crypto_id, range_start, range_end)
-SELECT crypto_id,
-       greatest(range_start, %(window_start)s),
-       least(range_end, %(window_end)s::timestamptz - interval '1 microsecond')
-FROM consumed;
+SELECT crypto_id, min(first_day) AS first_day, max(last_day) AS last_day, count(*) AS ranges
+FROM islands
+GROUP BY crypto_id, island
+ORDER BY crypto_id, first_day;

@@ -11,7 +11,7 @@ CREATE TABLE market.prices_daily (
     volume    double precision NOT NULL,
     n_bars    integer NOT NULL,
     PRIMARY KEY (crypto_id, bucket)
-);
+) WITH (fillfactor = 70);  -- room on each page: refreshed buckets update in place (HOT), index untouched
 
 CREATE TABLE market.prices_weekly (
     crypto_id integer NOT NULL,
@@ -23,7 +23,7 @@ CREATE TABLE market.prices_weekly (
     volume    double precision NOT NULL,
     n_bars    integer NOT NULL,
     PRIMARY KEY (crypto_id, bucket)
-);
+) WITH (fillfactor = 70);
 
 -- One row per refresh, for metadata and for seeing what a refresh cost.
 CREATE TABLE market.rollup_refreshes (
