@@ -5,7 +5,9 @@ import os
 import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql as pgsql
 
 from cryptobt_pipelines.warehouse.database import create_database, drop_database, migrate, with_database
 from cryptobt_pipelines.warehouse.servers import EmbeddedPostgres, EmbeddedRedis
@@ -38,8 +40,12 @@ def template_database(server_url) -> str:
     name = f"cryptobt_template_{uuid.uuid4().hex[:8]}"
     create_database(server_url, name)
     url = with_database(server_url, name)
-    migrate(url)
+    migrate(url, timescale="off")  # the TimescaleDB path is tested on its own warehouses (test_rollups.py)
     sync_universe(url)
+    # No sessions on the template, ever: TimescaleDB's launcher visits every database that accepts
+    # connections, and CREATE DATABASE ... TEMPLATE fails while anyone is connected.
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(pgsql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(pgsql.Identifier(name)))
     yield name
     drop_database(server_url, name)
 

@@ -73,7 +73,7 @@ def test_a_failing_migration_applies_nothing_of_itself(empty_database, tmp_path)
 def test_badly_named_or_missing_migrations_are_errors(empty_database, tmp_path):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "1_Create.sql").write_text("SELECT 1;")
-    with pytest.raises(MigrationError, match="is not NNNN_lower_case_name.sql"):
+    with pytest.raises(MigrationError, match="is not NNNN_lower_case_name"):
         migrate(empty_database, tmp_path / "bad")
 
     write_migrations(tmp_path / "m", "SELECT 1;", "SELECT 2;")

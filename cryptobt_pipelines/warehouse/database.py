@@ -22,7 +22,7 @@ from psycopg_pool import ConnectionPool
 from cryptobt_pipelines import settings
 
 MIGRATIONS_DIR = settings.SQL_DIR / "migrations"
-MIGRATION_FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+MIGRATION_FILE = re.compile(r"^(\d{4})_[a-z0-9_]+(\.timescale)?\.sql$")
 # Any constant works: it only has to be the same in every process that migrates this database.
 MIGRATION_LOCK_KEY = 7_311_001
 
@@ -139,22 +139,60 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-def migrations_on_disk(folder: Path = MIGRATIONS_DIR) -> list[Migration]:
-    found = []
+PORTABLE, TIMESCALE = "portable", "timescale"
+BACKEND_DECIDED_BY = "0003"  # the migration that makes market.prices a partitioned table or a hypertable
+
+
+def migrations_on_disk(folder: Path = MIGRATIONS_DIR, backend: str = PORTABLE) -> list[Migration]:
+    """The migrations to apply, in order. ``NNNN_name.timescale.sql`` replaces ``NNNN_name.sql`` on TimescaleDB."""
+    chosen: dict[str, Migration] = {}
     for path in sorted(folder.glob("*.sql")):
         match = MIGRATION_FILE.match(path.name)
         if not match:
-            raise MigrationError(f"migration file name {path.name!r} is not NNNN_lower_case_name.sql")
-        found.append(Migration(match.group(1), path.name, path.read_text()))
-    versions = [m.version for m in found]
-    if len(set(versions)) != len(versions):
-        raise MigrationError(f"two migrations share a version number in {folder}")
-    return found
+            raise MigrationError(f"migration file name {path.name!r} is not NNNN_lower_case_name[.timescale].sql")
+        version, variant = match.group(1), match.group(2)
+        if variant and backend != TIMESCALE:
+            continue
+        if version in chosen and not variant:
+            raise MigrationError(f"two migrations share version {version} in {folder}")
+        if version not in chosen or variant:
+            chosen[version] = Migration(version, path.name, path.read_text())
+    return [chosen[v] for v in sorted(chosen)]
 
 
-def migrate(url: str | None = None, folder: Path = MIGRATIONS_DIR) -> list[str]:
-    """Apply pending migrations in order, each in its own transaction; returns the names applied."""
-    wanted = migrations_on_disk(folder)
+def timescale_available(conn: psycopg.Connection) -> bool:
+    """The extension is installed and preloaded (CREATE EXTENSION without preloading kills the session)."""
+    return conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')"
+        " AND current_setting('shared_preload_libraries') LIKE '%%timescaledb%%'"
+    ).fetchone()[0]
+
+
+def _backend(conn: psycopg.Connection, applied_names: list[str], mode: str) -> str:
+    """The warehouse's backend: the one it was built with, else the one CRYPTOBT_TIMESCALE asks for."""
+    if mode not in ("auto", "on", "off"):
+        raise MigrationError(f"CRYPTOBT_TIMESCALE must be auto, on or off, not {mode!r}")
+    built_with = TIMESCALE if any(".timescale." in n for n in applied_names) else None
+    available = timescale_available(conn)
+    wanted = TIMESCALE if mode == "on" or (mode == "auto" and available) else PORTABLE
+    if built_with or any(n.startswith(f"{BACKEND_DECIDED_BY}_") for n in applied_names):
+        built_with = built_with or PORTABLE
+        if mode != "auto" and wanted != built_with:
+            raise MigrationError(f"this warehouse was built for {built_with} PostgreSQL; CRYPTOBT_TIMESCALE={mode} "
+                                 "cannot change that (start from an empty database)")
+        return built_with
+    if wanted == TIMESCALE and not available:
+        raise MigrationError("CRYPTOBT_TIMESCALE=on but the timescaledb extension is not installed and preloaded "
+                             "(shared_preload_libraries) on this server")
+    return wanted
+
+
+def migrate(url: str | None = None, folder: Path = MIGRATIONS_DIR, timescale: str | None = None) -> list[str]:
+    """Apply pending migrations in order, each in its own transaction; returns the names applied.
+
+    ``timescale`` is auto, on or off (default: CRYPTOBT_TIMESCALE, else auto); a built warehouse keeps its backend.
+    """
+    mode = timescale or os.environ.get("CRYPTOBT_TIMESCALE", "auto")
     applied_now = []
     with connect(url, autocommit=True) as conn:
         conn.execute("SET client_min_messages = warning")
@@ -169,9 +207,10 @@ def migrate(url: str | None = None, folder: Path = MIGRATIONS_DIR) -> list[str]:
             applied = {
                 version: (name, checksum)
                 for version, name, checksum in conn.execute(
-                    "SELECT version, name, checksum FROM public.cryptobt_migrations"
+                    "SELECT version, name, checksum FROM public.cryptobt_migrations ORDER BY version"
                 )
             }
+            wanted = migrations_on_disk(folder, _backend(conn, [n for n, _ in applied.values()], mode))
             on_disk = {m.version for m in wanted}
             for version, (name, _) in applied.items():
                 if version not in on_disk:
@@ -179,10 +218,10 @@ def migrate(url: str | None = None, folder: Path = MIGRATIONS_DIR) -> list[str]:
             for migration in wanted:
                 if migration.version in applied:
                     name, checksum = applied[migration.version]
-                    if checksum != migration.checksum:
+                    if name != migration.name or checksum != migration.checksum:
                         raise MigrationError(
-                            f"migration {migration.name} changed after it was applied (recorded sha256 "
-                            f"{checksum[:12]}, file {migration.checksum[:12]}): add a new migration instead"
+                            f"migration {migration.name} changed after it was applied (recorded {name} sha256 "
+                            f"{checksum[:12]}, file sha256 {migration.checksum[:12]}): add a new migration instead"
                         )
                     continue
                 with conn.transaction():
@@ -195,3 +234,9 @@ def migrate(url: str | None = None, folder: Path = MIGRATIONS_DIR) -> list[str]:
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK_KEY])
     return applied_now
+
+
+def backend_of(conn: psycopg.Connection) -> str:
+    """How the rollups are kept: native continuous aggregates (a view) or portable tables."""
+    relkind = conn.execute("SELECT relkind FROM pg_class WHERE oid = 'market.prices_daily'::regclass").fetchone()[0]
+    return TIMESCALE if relkind == "v" else PORTABLE

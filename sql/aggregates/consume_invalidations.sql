@@ -1,10 +1,11 @@
 -- Take the invalidation ranges that meet the refresh window [window_start, window_end) off the log, put
 -- back what lies outside the window (still pending), and return the whole UTC days to recompute: per
--- crypto, overlapping or adjacent day spans merged into one. Rows of loads not yet committed are invisible
--- here and stay for the next refresh.
+-- crypto, overlapping or adjacent day spans merged into one. Only entries up to %(through_id)s are taken:
+-- rows of loads not yet committed (or logged after a native refresh began) stay for the next refresh.
 WITH consumed AS (
     DELETE FROM market.invalidations
     WHERE range_end >= %(window_start)s AND range_start < %(window_end)s
+      AND invalidation_id <= %(through_id)s
     RETURNING crypto_id, range_start, range_end, load_id
 ),
 left_pending AS (
