@@ -215,3 +215,34 @@ def test_timescaledb_warehouse_has_the_same_names_as_native_objects(server_url, 
             jobs = {r[0] for r in conn.execute("SELECT proc_name FROM timescaledb_information.jobs "
                                                "WHERE hypertable_schema IS NOT NULL")}
             assert {"policy_refresh_continuous_aggregate", "policy_compression"} <= jobs
+
+
+def test_concurrent_refreshes_and_loads_end_consistent(warehouse_url):
+    import threading
+
+    errors = []
+
+    def loader(symbol):
+        try:
+            for day in range(6):
+                load_batch(bars(symbol, range(24 * day, 24 * day + 24), price=10.0 + day), url=warehouse_url)
+        except Exception as error:  # noqa: BLE001 - surfaced by the assert below
+            errors.append(error)
+
+    def refresher():
+        try:
+            for _ in range(8):
+                refresh_rollups(warehouse_url)
+        except Exception as error:  # noqa: BLE001
+            errors.append(error)
+
+    threads = [threading.Thread(target=loader, args=(s,)) for s in ("BTC", "ETH")]
+    threads += [threading.Thread(target=refresher) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    refresh_rollups(warehouse_url)
+
+    assert errors == []
+    assert_rollups_match(warehouse_url)
