@@ -39,15 +39,3 @@ ALTER MATERIALIZED VIEW market.prices_daily SET (timescaledb.compress = true);
 ALTER MATERIALIZED VIEW market.prices_weekly SET (timescaledb.compress = true);
 SELECT add_compression_policy('market.prices_daily', compress_after => INTERVAL '180 days');
 SELECT add_compression_policy('market.prices_weekly', compress_after => INTERVAL '365 days');
-
-CREATE TABLE market.rollup_refreshes (
-    refresh_id      bigserial PRIMARY KEY,
-    started_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
-    window_start    timestamptz NOT NULL,
-    window_end      timestamptz NOT NULL,
-    ranges_consumed integer NOT NULL,
-    days_refreshed  integer NOT NULL,
-    weeks_refreshed integer NOT NULL,
-    ranges_pending  integer NOT NULL,
-    milliseconds    double precision NOT NULL
-);
