@@ -12,88 +12,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import psycopg
+from common import fresh_warehouse, machine, one_hour, print_table, server_url, synthetic_prices, universe_csv
 from tqdm import tqdm
 
-from cryptobt_pipelines import settings
 from cryptobt_pipelines.sources.batch import PRICE_COLUMNS, PriceBatch
-from cryptobt_pipelines.warehouse.database import create_database, drop_database, migrate, with_database
-from cryptobt_pipelines.warehouse.load import (
-    BINARY_COPY_HEADER,
-    BINARY_COPY_TRAILER,
-    LoadReport,
-    close_idle_connections,
-    copy_rows,
-    load_batch,
-)
-from cryptobt_pipelines.warehouse.universe import UNIVERSE_CSV, sync_universe
+from cryptobt_pipelines.warehouse.database import close_pools
+from cryptobt_pipelines.warehouse.load import BINARY_COPY_HEADER, BINARY_COPY_TRAILER, LoadReport, copy_rows, load_batch
 
 RESULTS = Path(__file__).parent / "results" / "ingest.json"
 START = datetime(2019, 6, 1, tzinfo=UTC)  # five years ending mid-2024: the appends stay inside one partition
 CORRECTED_SHARE = 0.01
-
-
-def server_url(home: Path) -> str:
-    external = settings.external_database_url()
-    if external:
-        return external
-    from cryptobt_pipelines.warehouse.servers import EmbeddedPostgres
-
-    return EmbeddedPostgres(home).ensure_running().url("postgres")
-
-
-def universe_csv(n: int, scratch: Path) -> tuple[Path, list[str]]:
-    """The project's universe when it is there, else a made-up one of the same shape."""
-    if UNIVERSE_CSV.exists():
-        symbols = pd.read_csv(UNIVERSE_CSV, keep_default_na=False)["symbol"].tolist()
-        if len(symbols) >= n:
-            return UNIVERSE_CSV, symbols[:n]
-    path = scratch / "cryptos.csv"
-    symbols = [f"C{i:03d}" for i in range(1, n + 1)]
-    path.write_text("crypto_id,symbol,name,coingecko_id\n" + "".join(
-        f"{i},{s},Coin {i},coin-{i}\n" for i, s in enumerate(symbols, start=1)))
-    return path, symbols
-
-
-def prices(symbols: list[str], start: datetime, end: datetime) -> PriceBatch:
-    try:
-        from cryptobt_pipelines.sources.synthetic import generate_prices
-    except ImportError:
-        return random_walk(symbols, start, end)
-    return generate_prices(symbols, start, end, bar_seconds=3600, seed=7)
-
-
-def random_walk(symbols: list[str], start: datetime, end: datetime, seed: int = 7) -> PriceBatch:
-    hours = pd.date_range(start, end, freq="h", inclusive="left").as_unit("us")
-    rng = np.random.default_rng(seed)
-    close = np.exp(np.cumsum(rng.normal(0, 0.01, (len(symbols), len(hours))), axis=1)).ravel()
-    n = close.size
-    bars = pd.DataFrame({
-        "line": np.arange(1, n + 1), "symbol": np.repeat(symbols, len(hours)), "ts": np.tile(hours, len(symbols)),
-        "open": close, "high": close * 1.01, "low": close * 0.99, "close": close, "volume": np.ones(n),
-    })
-    return PriceBatch("random-walk", "synthetic", bars, bar_seconds=3600)
-
-
-def one_hour(symbols: list[str], hour: datetime, rng: np.random.Generator) -> PriceBatch:
-    price = rng.uniform(1, 100, len(symbols))
-    bars = pd.DataFrame({
-        "line": np.arange(1, len(symbols) + 1), "symbol": symbols, "ts": pd.Timestamp(hour),
-        "open": price, "high": price * 1.01, "low": price * 0.99, "close": price,
-        "volume": rng.uniform(0, 10, len(symbols)),
-    })
-    return PriceBatch(f"bench:append:{hour.isoformat()}", "synthetic", bars, bar_seconds=3600)
 
 
 def corrected(batch: PriceBatch, share: float, seed: int = 11) -> tuple[PriceBatch, int]:
@@ -133,37 +69,6 @@ def timed_load(batch: PriceBatch, url: str, label: str) -> LoadReport:
         return load_batch(batch, url=url, progress=progress)
 
 
-def machine(url: str) -> dict:
-    with psycopg.connect(url) as conn:
-        server = {
-            name: conn.execute(f"SHOW {name}").fetchone()[0]
-            for name in ("server_version", "wal_level", "shared_buffers", "max_wal_size", "synchronous_commit")
-        }
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    return {
-        "cpus": os.cpu_count(), "cpu_model": cpu, "load_average_at_start": os.getloadavg(),
-        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "python": platform.python_version(), "numpy": np.__version__, "pandas": pd.__version__,
-        "psycopg": psycopg.__version__, "postgres": server,
-        "server": "external (CRYPTOBT_DATABASE_URL)" if settings.external_database_url() else "embedded",
-    }
-
-
-@contextmanager
-def fresh_warehouse(admin_url: str, name: str, csv: Path) -> Iterator[str]:
-    """An empty, migrated warehouse database with the universe loaded; dropped afterwards."""
-    create_database(admin_url, name)
-    url = with_database(admin_url, name)
-    try:
-        migrate(url)
-        sync_universe(url, csv)
-        yield url
-    finally:
-        close_idle_connections()  # the loader keeps one open; DROP ... WITH (FORCE) would end it anyway
-        drop_database(admin_url, name)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cryptos", type=int, default=263)
@@ -189,7 +94,7 @@ def main() -> None:
 def run(admin_url: str, csv: Path, symbols: list[str], args: argparse.Namespace) -> list[dict]:
     end = START + timedelta(days=round(365.25 * args.years))
     started = time.perf_counter()
-    batch = prices(symbols, START, end)
+    batch = synthetic_prices(symbols, START, end)
     rows = len(batch.bars)
     print(f"{rows:,} bars of {len(symbols)} cryptos, {START:%Y-%m-%d} to {end:%Y-%m-%d}, "
           f"generated in {time.perf_counter() - started:.1f} s", flush=True)
@@ -251,7 +156,7 @@ def after_full_load(url: str, batch: PriceBatch, symbols: list[str], end: dateti
 
     def append(cold: bool) -> float:
         if cold:
-            close_idle_connections()  # what a new process pays: a new connection and a cold backend
+            close_pools()  # what a new process pays: a new connection and a cold backend
         report = load_batch(one_hour(symbols, end + timedelta(hours=next(hours)), rng), url=url)
         assert report.rows_inserted == len(symbols) and len(report.changed_symbols) == len(symbols), report
         return report.seconds * 1000
@@ -277,16 +182,6 @@ def after_full_load(url: str, batch: PriceBatch, symbols: list[str], end: dateti
         {"name": "append_one_hour_new_connection_ms", "value": round(statistics.median(cold_ms), 2), "unit": "ms",
          **spread(cold_ms), "rows": len(symbols)},
     ]
-
-
-def print_table(metrics: list[dict]) -> None:
-    print()
-    print(f"{'metric':<34} {'value':>14}  {'unit':<7} detail")
-    print("-" * 94)
-    for m in metrics:
-        detail = ", ".join(f"{k}={v}" for k, v in m.items() if k not in ("name", "value", "unit"))
-        value = f"{m['value']:,}" if isinstance(m["value"], int) else f"{m['value']:,.3f}".rstrip("0").rstrip(".")
-        print(f"{m['name']:<34} {value:>14}  {m['unit']:<7} {detail}")
 
 
 if __name__ == "__main__":

@@ -1,18 +1,18 @@
 """The one load path for every source: bulk validation, binary COPY into staging, upsert, invalidation log.
 
-Everything of one batch happens in one transaction: the bars, the refused rows, the invalidation ranges and
-the per-crypto data versions commit together or not at all.
+Everything of one batch commits in one transaction: the bars, the refused rows, the invalidation ranges and
+the per-crypto data versions become visible together or not at all. The one exception in how (not when):
+new yearly partitions are filled and indexed in parallel on worker connections, as tables nobody reads,
+which that transaction then attaches.
 """
 
 from __future__ import annotations
 
-import atexit
-import os
-import threading
+import logging
+import re
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -22,13 +22,17 @@ import psycopg
 from psycopg import sql as pgsql
 from psycopg.copy import QueuedLibpqWriter
 
-from cryptobt_pipelines import settings
 from cryptobt_pipelines.sources.batch import PRICE_COLUMNS, PriceBatch
-from cryptobt_pipelines.warehouse.database import connect, query
+from cryptobt_pipelines.warehouse.database import query, transaction
 
 PG_EPOCH_US = 946_684_800 * 1_000_000  # PostgreSQL counts timestamps from 2000-01-01
 COPY_CHUNK_ROWS = 500_000
 PARTITION_LOCK_KEY = 7_311_002  # serialises creating yearly partitions of market.prices
+LOAD_LOCK_SPACE = 7_311_003  # with a load's id: held while the load runs (lock_load.sql)
+# New years are filled and indexed on this many connections at once: one per core of the machine measured
+# (2); more only queue up on the server's cores.
+PARTITION_WORKERS = 2
+WORKER_TABLE = re.compile(r"^prices_load_(\d+)_(\d+)$")  # create_price_worker_table.sql
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BINARY_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 BINARY_COPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
@@ -52,6 +56,7 @@ def _row_template() -> np.ndarray:
 STAGING_ROW_TEMPLATE = _row_template()
 
 Progress = Callable[[str, int, int], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -410,13 +415,19 @@ class Changes:
 
 @dataclass
 class NewPartition:
-    """A yearly partition of market.prices this load creates: filled as a plain table, then attached."""
+    """A yearly partition of market.prices this load creates: filled and indexed as a plain worker table on a
+    connection of its own, then attached by the load's main transaction."""
 
     year: int
+    load_id: int
 
     @property
     def name(self) -> str:
         return f"prices_{self.year}"
+
+    @property
+    def worker_table(self) -> str:
+        return f"prices_load_{self.load_id}_{self.year}"
 
     @property
     def bounds_us(self) -> tuple[int, int]:
@@ -426,7 +437,9 @@ class NewPartition:
         return pgsql.SQL(query(name)).format(
             partition=pgsql.Identifier(self.name),
             primary_key=pgsql.Identifier(f"{self.name}_pkey"),
-            bound=pgsql.Identifier(f"{self.name}_bound"),
+            worker_table=pgsql.Identifier(self.worker_table),
+            worker_primary_key=pgsql.Identifier(f"{self.worker_table}_pkey"),
+            bound=pgsql.Identifier(f"{self.worker_table}_bound"),
             year_start=pgsql.Literal(f"{self.year}-01-01 00:00:00+00"),
             next_year_start=pgsql.Literal(f"{self.year + 1}-01-01 00:00:00+00"),
         )
@@ -436,17 +449,21 @@ def _micros(moment: datetime) -> int:
     return (moment - EPOCH) // timedelta(microseconds=1)
 
 
-def _create_new_partitions(conn: psycopg.Connection, ts_micros: np.ndarray) -> list[NewPartition]:
-    """Create, not yet attached, the yearly partitions the batch needs and market.prices lacks.
+def _load_key(load_id: int) -> int:
+    """The load's advisory lock key inside LOAD_LOCK_SPACE (an int4: ids repeat only 2^31 loads apart)."""
+    return load_id % 2**31
 
-    Filling a partition before it has its primary key and attaching it afterwards (one index build by sort)
-    is about twice as fast as inserting into an attached, indexed one; ATTACH also takes a weaker lock on
-    market.prices than CREATE TABLE ... PARTITION OF, which would block every reader until commit.
+
+def _plan_new_partitions(conn: psycopg.Connection, ts_micros: np.ndarray, load_id: int) -> list[NewPartition]:
+    """The yearly partitions the batch needs and market.prices lacks; this load creates them.
+
+    Also drops the worker tables of loads that ended without attaching them (a crash between a worker's
+    commit and the main transaction's end). When it returns partitions, this transaction holds the partition
+    lock and its load lock until it ends: another load needing the same year waits and then finds it made.
     """
-    if len(ts_micros) == 0:
-        return []
-    partitioned, existing = conn.execute(query("ingest/price_partitions")).fetchone()
-    if not partitioned:
+    partitioned, existing, worker_tables = conn.execute(query("ingest/price_partitions")).fetchone()
+    _drop_leftover_worker_tables(conn, worker_tables)
+    if not partitioned or len(ts_micros) == 0:
         return []  # a plain table, or a TimescaleDB hypertable that makes its own chunks
     first, last = _timestamp(ts_micros.min()), _timestamp(ts_micros.max())
     wanted = {f"prices_{year}": year for year in range(first.year, last.year + 1)}
@@ -454,20 +471,41 @@ def _create_new_partitions(conn: psycopg.Connection, ts_micros: np.ndarray) -> l
         return []
     # Serialise creators, then look again: another load may have created some while this one waited.
     conn.execute(query("ingest/lock_partition_creation"), {"key": PARTITION_LOCK_KEY})
-    _, existing = conn.execute(query("ingest/price_partitions")).fetchone()
-    created = [NewPartition(year) for name, year in sorted(wanted.items()) if name not in existing]
-    for partition in created:
-        conn.execute(partition.sql("ingest/create_detached_price_partition"))
+    _, existing, _ = conn.execute(query("ingest/price_partitions")).fetchone()
+    created = [NewPartition(year, load_id) for name, year in sorted(wanted.items()) if name not in existing]
+    if created:
+        conn.execute(query("ingest/lock_load"), {"space": LOAD_LOCK_SPACE, "load_key": _load_key(load_id)})
     return created
+
+
+def _drop_leftover_worker_tables(conn: psycopg.Connection, worker_tables: list[str]) -> None:
+    for table in worker_tables:
+        match = WORKER_TABLE.match(table)
+        if not match:
+            continue
+        load_key = _load_key(int(match.group(1)))
+        if conn.execute(query("ingest/try_lock_load"), {"space": LOAD_LOCK_SPACE, "load_key": load_key}).fetchone()[0]:
+            conn.execute(pgsql.SQL(query("ingest/drop_price_worker_table")).format(
+                worker_table=pgsql.Identifier(table)))
+
+
+def _drop_worker_tables(url: str | None, partitions: list[NewPartition]) -> None:
+    """Best effort after a failed load: a table left here is dropped by the next load anyway."""
+    try:
+        with transaction(url) as conn:
+            for partition in partitions:
+                conn.execute(partition.sql("ingest/drop_price_worker_table"))
+    except Exception as error:  # noqa: BLE001 - the load's own error is the one to raise
+        log.warning("could not drop the worker tables of a failed load (the next load will): %s", error)
 
 
 HeldSpans = dict[int, tuple[datetime | None, datetime | None]]
 
 
-def _write_bars(conn: psycopg.Connection, bars: Bars, new_partitions: list[NewPartition], held: HeldSpans,
-                progress: Progress) -> Changes:
+def _write_bars(conn: psycopg.Connection, url: str | None, bars: Bars, new_partitions: list[NewPartition],
+                held: HeldSpans, progress: Progress) -> Changes:
     """Write key-sorted validated bars; returns what changed per crypto."""
-    changes, in_new_partition = _fill_new_partitions(conn, bars, new_partitions, progress)
+    changes, in_new_partition = _fill_new_partitions(conn, url, bars, new_partitions, progress)
     done = int(in_new_partition.sum())
     rest = bars.take(np.flatnonzero(~in_new_partition)) if new_partitions else bars
     if len(rest):
@@ -475,39 +513,61 @@ def _write_bars(conn: psycopg.Connection, bars: Bars, new_partitions: list[NewPa
     return Changes.merged(changes)
 
 
-def _fill_new_partitions(conn: psycopg.Connection, bars: Bars, new_partitions: list[NewPartition],
+def _fill_new_partitions(conn: psycopg.Connection, url: str | None, bars: Bars, new_partitions: list[NewPartition],
                          progress: Progress) -> tuple[list[Changes], np.ndarray]:
-    """COPY each new year into its table, then index and attach it from a helper thread while this one
-    encodes the next year: the server builds an index while the client prepares the next COPY.
+    """Fill and index each new year on a worker connection, PARTITION_WORKERS years at a time, then attach
+    them all in the main transaction (``conn``).
+
+    One session cannot overlap building a year's primary key with the next year's COPY; workers in parallel
+    keep both cores busy. A worker commits its table, which nobody reads until the main transaction attaches
+    it, so the rows become visible at the main commit, together with the rest of the load.
 
     Returns what was inserted and which bars went into new partitions."""
     changes = []
     in_new_partition = np.zeros(len(bars), dtype=bool)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="attach-partition") as attacher:
-        attaching = None
-        for partition in new_partitions:
-            start, end = partition.bounds_us
-            rows = np.flatnonzero((bars.ts >= start) & (bars.ts < end))
-            in_new_partition[rows] = True
-            fresh = bars.take(rows)
-            encoded = copy_rows(fresh.crypto_ids, fresh.ts, fresh.values)
-            if attaching:
-                attaching.result()  # one statement at a time on the connection
-            # FREEZE: the table is new in this transaction, so its rows can be written frozen and all-visible;
-            # the first reads and VACUUM then need not rewrite every page.
-            statement = _copy_statement(pgsql.Identifier("market", partition.name), freeze=True)
-            with conn.cursor().copy(statement) as copy:
-                copy.write(BINARY_COPY_HEADER)
-                copy.write(encoded.view(np.uint8).data)
-                copy.write(BINARY_COPY_TRAILER)
-            del encoded
-            changes.append(Changes.inserts(fresh))
-            progress("load", int(in_new_partition.sum()), len(bars))
-            attaching = attacher.submit(conn.execute, partition.sql("ingest/attach_price_partition"))
-        if attaching:
-            progress("index", int(in_new_partition.sum()), len(bars))
-            attaching.result()
+    if not new_partitions:
+        return changes, in_new_partition
+    rows_of = {}
+    for partition in new_partitions:
+        start, end = partition.bounds_us
+        rows_of[partition.year] = np.flatnonzero((bars.ts >= start) & (bars.ts < end))
+        in_new_partition[rows_of[partition.year]] = True
+    total, done = len(bars), 0
+    progress("load", done, total)
+    workers = ThreadPoolExecutor(max_workers=min(PARTITION_WORKERS, len(new_partitions)),
+                                 thread_name_prefix="fill-partition")
+    try:
+        # Biggest years first: the small ones (a first or last year in part) then fill the gaps at the end.
+        by_size = sorted(new_partitions, key=lambda partition: -len(rows_of[partition.year]))
+        filling = {workers.submit(_fill_worker_table, url, partition, bars, rows_of[partition.year]): partition
+                   for partition in by_size}
+        for filled in as_completed(filling):
+            changes.append(filled.result())
+            done += len(rows_of[filling[filled].year])
+            progress("load", done, total)
+    finally:
+        workers.shutdown(wait=True, cancel_futures=True)  # on failure: the years not started yet never start
+    for partition in new_partitions:
+        conn.execute(partition.sql("ingest/attach_price_partition"))
     return changes, in_new_partition
+
+
+def _fill_worker_table(url: str | None, partition: NewPartition, bars: Bars, rows: np.ndarray) -> Changes:
+    """Create, fill and index one worker table, committed on its own connection; returns what it inserted."""
+    fresh = bars.take(rows)
+    encoded = copy_rows(fresh.crypto_ids, fresh.ts, fresh.values)
+    with transaction(url) as conn:
+        conn.execute(partition.sql("ingest/create_price_worker_table"))
+        # FREEZE: the table is new in this transaction, so its rows are written frozen and all-visible (and,
+        # at wal_level=minimal, without WAL); the first reads and VACUUM need not rewrite every page.
+        with conn.cursor().copy(_copy_statement(pgsql.Identifier("market", partition.worker_table),
+                                                freeze=True)) as copy:
+            copy.write(BINARY_COPY_HEADER)
+            copy.write(encoded.view(np.uint8).data)
+            copy.write(BINARY_COPY_TRAILER)
+        del encoded
+        conn.execute(partition.sql("ingest/index_price_worker_table"))
+    return Changes.inserts(fresh)
 
 
 def _meets_held_span(span: tuple[datetime | None, datetime | None], start_us: int, end_us: int) -> bool:
@@ -558,53 +618,6 @@ def _write_into_existing(conn: psycopg.Connection, bars: Bars, held: HeldSpans, 
     return changes
 
 
-# One idle connection per process and warehouse, kept between loads: a new backend costs about 10 ms of
-# connection and catalog-cache set-up, more than the database work of an hourly append.
-_idle_connections: dict[tuple[int, str], psycopg.Connection] = {}
-_idle_lock = threading.Lock()
-
-
-@contextmanager
-def _load_transaction(url: str | None) -> Iterator[psycopg.Connection]:
-    """A connection inside one transaction, committed when the block ends and rolled back if it raises."""
-    key = (os.getpid(), url or settings.database_url())  # the pid: a forked child must not share a socket
-    with _idle_lock:
-        conn = _idle_connections.pop(key, None)
-    if conn is not None and not _still_usable(conn):
-        conn.close()
-        conn = None
-    if conn is None:
-        conn = connect(key[1], autocommit=True)  # transactions are explicit below
-    try:
-        with conn.transaction():
-            yield conn
-    except BaseException:
-        conn.close()
-        raise
-    with _idle_lock:
-        kept = _idle_connections.setdefault(key, conn) is conn
-    if not kept:
-        conn.close()
-
-
-def _still_usable(conn: psycopg.Connection) -> bool:
-    """An idle connection can have been ended by the server (restart, dropped database) since its last load."""
-    try:
-        conn.execute("SELECT 1")
-        return True
-    except psycopg.Error:
-        return False
-
-
-@atexit.register
-def close_idle_connections() -> None:
-    """Close the connections kept between loads (also done at exit)."""
-    with _idle_lock:
-        for conn in _idle_connections.values():
-            conn.close()
-        _idle_connections.clear()
-
-
 def load_batch(
     batch: PriceBatch,
     *,
@@ -617,85 +630,99 @@ def load_batch(
     started = time.perf_counter()
     now = now or datetime.now(UTC)
     progress = progress or (lambda stage, done, total: None)
-    bars = batch.bars
-    symbol_codes = _symbol_codes(bars["symbol"])
-    symbols = symbol_codes[1].tolist()
+    symbol_codes = _symbol_codes(batch.bars["symbol"])
 
-    with _load_transaction(url) as conn:
-        locked = conn.execute(query("ingest/lock_cryptos"), {"symbols": symbols}).fetchall()
-        crypto_ids = {symbol: crypto_id for crypto_id, symbol, *_ in locked}
-        held_intervals = {crypto_id: interval for crypto_id, _, interval, *_ in locked}
-        held_spans = {crypto_id: (first, last) for crypto_id, _, _, first, last in locked}
-        symbol_of = {crypto_id: symbol for symbol, crypto_id in crypto_ids.items()}
-
-        good, rejects, collapsed = validate(bars, crypto_ids, held_intervals, batch.bar_seconds, now, symbol_codes)
-        if len(batch.rejects):
-            parse_rejects = batch.rejects.assign(
-                ts=pd.Series(pd.NaT, index=batch.rejects.index, dtype=rejects["ts"].dtype),
-                rule="unparsable", **{c: np.nan for c in PRICE_COLUMNS},
-            )[rejects.columns]
-            rejects = pd.concat([parse_rejects.astype(rejects.dtypes.to_dict()), rejects], ignore_index=True)
-
-        load_id = conn.execute(
-            query("ingest/start_load"),
-            {"source": batch.source, "format": batch.format, "run_id": run_id, "rows_read": batch.rows_read},
-        ).fetchone()[0]
-        bars_to_write = Bars.of(good)
-        new_partitions = _create_new_partitions(conn, bars_to_write.ts)
-        changes = _write_bars(conn, bars_to_write, new_partitions, held_spans, progress)
-        changed_ids, changed_starts, changed_ends = (
-            changes.crypto_ids.tolist(), changes.starts.tolist(), changes.ends.tolist()
-        )
-        conn.execute(
-            query("ingest/log_invalidations"),
-            {"load_id": load_id, "crypto_ids": changed_ids,
-             "range_starts_us": changed_starts, "range_ends_us": changed_ends},
-        )
-        if len(rejects):
-            _record_rejects(conn, rejects, load_id, batch.source)
-
-        changed = dict(zip(changed_ids, zip(changed_starts, changed_ends)))
-        batch_ids = sorted(set(bars_to_write.crypto_ids[_run_starts(bars_to_write.crypto_ids)].tolist()) | set(changed))
-        conn.execute(
-            query("ingest/finish_load"),
-            {
-                "crypto_ids": batch_ids,
-                "range_starts_us": [changed[i][0] if i in changed else None for i in batch_ids],
-                "range_ends_us": [changed[i][1] if i in changed else None for i in batch_ids],
-                "bar_seconds": batch.bar_seconds,
-            },
-        )
-        inserted, updated = int(changes.inserted.sum()), int(changes.updated.sum())
-        report = LoadReport(
-            load_id=load_id,
-            source=batch.source,
-            format=batch.format,
-            rows_read=batch.rows_read,
-            rows_inserted=inserted,
-            rows_updated=updated,
-            rows_unchanged=len(good) - inserted - updated,
-            rows_collapsed=collapsed,
-            rows_rejected=len(rejects),
-            changed_symbols=sorted(symbol_of[i] for i in changed),
-            min_ts=_timestamp(min(changed_starts)) if changed else None,
-            max_ts=_timestamp(max(changed_ends)) if changed else None,
-            seconds=0.0,
-            reject_reasons=_reason_counts(rejects),
-        )
-        conn.execute(
-            query("ingest/close_load"),
-            {
-                "load_id": load_id,
-                "rows_inserted": report.rows_inserted,
-                "rows_updated": report.rows_updated,
-                "rows_unchanged": report.rows_unchanged,
-                "rows_collapsed": report.rows_collapsed,
-                "rows_rejected": report.rows_rejected,
-                "min_ts": report.min_ts,
-                "max_ts": report.max_ts,
-            },
-        )
+    new_partitions: list[NewPartition] = []  # their worker tables are committed before the main transaction
+    try:
+        with transaction(url) as conn:
+            report = _load_in_transaction(conn, url, batch, run_id, now, progress, symbol_codes, new_partitions)
+    except BaseException:
+        if new_partitions:
+            _drop_worker_tables(url, new_partitions)
+        raise
     report.seconds = time.perf_counter() - started
+    return report
+
+
+def _load_in_transaction(conn: psycopg.Connection, url: str | None, batch: PriceBatch, run_id: str | None,
+                         now: datetime, progress: Progress, symbol_codes: tuple[np.ndarray, np.ndarray],
+                         new_partitions: list[NewPartition]) -> LoadReport:
+    """Everything of one load inside the main transaction; ``new_partitions`` gets the years it creates."""
+    bars = batch.bars
+    symbols = symbol_codes[1].tolist()
+    locked = conn.execute(query("ingest/lock_cryptos"), {"symbols": symbols}).fetchall()
+    crypto_ids = {symbol: crypto_id for crypto_id, symbol, *_ in locked}
+    held_intervals = {crypto_id: interval for crypto_id, _, interval, *_ in locked}
+    held_spans = {crypto_id: (first, last) for crypto_id, _, _, first, last in locked}
+    symbol_of = {crypto_id: symbol for symbol, crypto_id in crypto_ids.items()}
+
+    good, rejects, collapsed = validate(bars, crypto_ids, held_intervals, batch.bar_seconds, now, symbol_codes)
+    if len(batch.rejects):
+        parse_rejects = batch.rejects.assign(
+            ts=pd.Series(pd.NaT, index=batch.rejects.index, dtype=rejects["ts"].dtype),
+            rule="unparsable", **{c: np.nan for c in PRICE_COLUMNS},
+        )[rejects.columns]
+        rejects = pd.concat([parse_rejects.astype(rejects.dtypes.to_dict()), rejects], ignore_index=True)
+
+    load_id = conn.execute(
+        query("ingest/start_load"),
+        {"source": batch.source, "format": batch.format, "run_id": run_id, "rows_read": batch.rows_read},
+    ).fetchone()[0]
+    bars_to_write = Bars.of(good)
+    new_partitions += _plan_new_partitions(conn, bars_to_write.ts, load_id)
+    changes = _write_bars(conn, url, bars_to_write, new_partitions, held_spans, progress)
+    changed_ids, changed_starts, changed_ends = (
+        changes.crypto_ids.tolist(), changes.starts.tolist(), changes.ends.tolist()
+    )
+    conn.execute(
+        query("ingest/log_invalidations"),
+        {"load_id": load_id, "crypto_ids": changed_ids,
+         "range_starts_us": changed_starts, "range_ends_us": changed_ends},
+    )
+    if len(rejects):
+        _record_rejects(conn, rejects, load_id, batch.source)
+
+    changed = dict(zip(changed_ids, zip(changed_starts, changed_ends)))
+    batch_ids = sorted(set(bars_to_write.crypto_ids[_run_starts(bars_to_write.crypto_ids)].tolist()) | set(changed))
+    conn.execute(
+        query("ingest/finish_load"),
+        {
+            "crypto_ids": batch_ids,
+            "range_starts_us": [changed[i][0] if i in changed else None for i in batch_ids],
+            "range_ends_us": [changed[i][1] if i in changed else None for i in batch_ids],
+            "bar_seconds": batch.bar_seconds,
+        },
+    )
+    inserted, updated = int(changes.inserted.sum()), int(changes.updated.sum())
+    report = LoadReport(
+        load_id=load_id,
+        source=batch.source,
+        format=batch.format,
+        rows_read=batch.rows_read,
+        rows_inserted=inserted,
+        rows_updated=updated,
+        rows_unchanged=len(good) - inserted - updated,
+        rows_collapsed=collapsed,
+        rows_rejected=len(rejects),
+        changed_symbols=sorted(symbol_of[i] for i in changed),
+        min_ts=_timestamp(min(changed_starts)) if changed else None,
+        max_ts=_timestamp(max(changed_ends)) if changed else None,
+        seconds=0.0,
+        reject_reasons=_reason_counts(rejects),
+    )
+    conn.execute(
+        query("ingest/close_load"),
+        {
+            "load_id": load_id,
+            "rows_inserted": report.rows_inserted,
+            "rows_updated": report.rows_updated,
+            "rows_unchanged": report.rows_unchanged,
+            "rows_collapsed": report.rows_collapsed,
+            "rows_rejected": report.rows_rejected,
+            "min_ts": report.min_ts,
+            "max_ts": report.max_ts,
+        },
+    )
     return report
 
 
