@@ -251,3 +251,52 @@ def test_any_sequence_of_loads_matches_a_last_write_wins_model(server_url, templ
         assert {(s, ts): close for s, ts, _, _, _, close, _ in stored(url)} == model
     finally:
         drop_database(server_url, name)
+
+
+# --- new years are filled on worker connections and attached by the load's own transaction ----------------
+
+
+def partitions_and_leftovers(url):
+    rows = fetch(url, "SELECT relname FROM pg_class JOIN pg_namespace n ON n.oid = relnamespace "
+                      "WHERE nspname = 'market' AND relkind IN ('r', 'p') AND relname LIKE 'prices\\_%' "
+                      "AND relname NOT IN ('prices_daily', 'prices_weekly') ORDER BY 1")
+    names = [r[0] for r in rows]
+    return [n for n in names if not n.startswith("prices_load_")], [n for n in names if n.startswith("prices_load_")]
+
+
+def across_years(symbol="BTC", first=datetime(2021, 12, 31, 20, tzinfo=UTC), hours=24 * 800):
+    return [bar(symbol, ts=first + h * HOUR) for h in range(0, hours, 7)]
+
+
+def test_a_load_of_several_new_years_attaches_each_year_and_leaves_no_worker_table(warehouse_url):
+    report = load_batch(batch_of(across_years() + across_years("ETH")), url=warehouse_url)
+
+    assert report.rows_inserted == 2 * len(across_years())
+    partitions, leftovers = partitions_and_leftovers(warehouse_url)
+    assert partitions == ["prices_2021", "prices_2022", "prices_2023", "prices_2024"] and leftovers == []
+    assert fetch(warehouse_url, "SELECT count(*) FROM market.prices") == [(report.rows_inserted,)]
+    again = load_batch(batch_of(across_years() + across_years("ETH")), url=warehouse_url)
+    assert again.rows_unchanged == report.rows_inserted and again.changed_symbols == []
+
+
+def test_a_failure_after_the_workers_committed_leaves_no_bars_and_no_worker_tables(warehouse_url, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("lost the connection")
+
+    monkeypatch.setattr(load_module, "_record_rejects", broken)
+    with pytest.raises(RuntimeError, match="lost the connection"):
+        load_batch(batch_of(across_years() + [bar(hour=1, volume=-1.0)]), url=warehouse_url)
+
+    partitions, leftovers = partitions_and_leftovers(warehouse_url)
+    assert partitions == [] and leftovers == []
+    assert fetch(warehouse_url, "SELECT count(*) FROM market.prices") == [(0,)]
+    assert fetch(warehouse_url, "SELECT count(*) FROM market.loads") == [(0,)]
+
+
+def test_worker_tables_of_a_crashed_load_are_dropped_by_the_next_load(warehouse_url):
+    with psycopg.connect(warehouse_url) as conn:  # what a load killed between worker commit and attach leaves
+        conn.execute("CREATE TABLE market.prices_load_999999_2019 (LIKE market.prices)")
+
+    load_batch(batch_of(across_years()), url=warehouse_url)
+
+    assert partitions_and_leftovers(warehouse_url)[1] == []

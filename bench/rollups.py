@@ -1,0 +1,84 @@
+"""Benchmark of the rollups: full build beside the incremental refresh after appending one hour.
+
+    PYTHONPATH=. python bench/rollups.py [--cryptos 263] [--years 5] [--appends 20]
+
+On one fresh warehouse filled with the full-scale synthetic set (263 cryptos × 5 years hourly): the daily and
+weekly rollups built by a plain full `INSERT … SELECT … GROUP BY` (the rebuild the incremental path avoids),
+then built again through the refresh path, then refreshed after each of N one-hour appends (263 bars).
+Prints a table and writes ``bench/results/rollups.json``. Compare the figures of one run with each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import psycopg
+from common import fresh_warehouse, machine, one_hour, print_table, server_url, synthetic_prices, universe_csv
+from tqdm import tqdm
+
+from cryptobt_pipelines.warehouse.load import load_batch
+from cryptobt_pipelines.warehouse.rollups import rebuild_rollups, refresh_rollups
+
+RESULTS = Path(__file__).parent / "results" / "rollups.json"
+START = datetime(2019, 6, 1, tzinfo=UTC)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cryptos", type=int, default=263)
+    parser.add_argument("--years", type=float, default=5.0)
+    parser.add_argument("--appends", type=int, default=20, help="one-hour appends, each followed by a refresh")
+    parser.add_argument("--home", type=Path, default=Path(tempfile.gettempdir()) / "cryptobt-bench-home")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    admin_url = server_url(args.home)
+    info = machine(admin_url)
+    end = START + timedelta(days=round(365.25 * args.years))
+    with tempfile.TemporaryDirectory() as scratch:
+        csv, symbols = universe_csv(args.cryptos, Path(scratch))
+        batch = synthetic_prices(symbols, START, end)
+        rows = len(batch.bars)
+        print(f"{rows:,} bars of {len(symbols)} cryptos, {START:%Y-%m-%d} to {end:%Y-%m-%d}", flush=True)
+        with fresh_warehouse(admin_url, "bench_rollups", csv) as url:
+            load_batch(batch, url=url)
+            del batch
+            rebuild = rebuild_rollups(url)
+            with psycopg.connect(url) as conn:
+                conn.execute("TRUNCATE market.prices_daily, market.prices_weekly")
+            full = refresh_rollups(url)  # the initial load's invalidations: every bucket of every crypto
+            rng = np.random.default_rng(5)
+            incremental = []
+            for hour in tqdm(range(args.appends), desc="append + refresh", leave=False):
+                load_batch(one_hour(symbols, end + timedelta(hours=hour), rng), url=url)
+                report = refresh_rollups(url)
+                assert report.days_refreshed == len(symbols) and report.ranges_pending == 0, report
+                incremental.append(report.seconds * 1000)
+
+    median = statistics.median(incremental)
+    metrics = [
+        {"name": "rows", "value": rows, "unit": "rows"},
+        {"name": "rollup_full_ms", "value": round(rebuild * 1000, 1), "unit": "ms",
+         "what": "TRUNCATE + INSERT ... SELECT ... GROUP BY of both rollups"},
+        {"name": "rollup_full_refresh_ms", "value": round(full.seconds * 1000, 1), "unit": "ms",
+         "days": full.days_refreshed, "weeks": full.weeks_refreshed, "what": "the refresh path over everything"},
+        {"name": "rollup_incremental_ms", "value": round(median, 2), "unit": "ms", "min": round(min(incremental), 2),
+         "max": round(max(incremental), 2), "repeats": len(incremental), "goal": 20},
+        {"name": "rollup_incremental_speedup", "value": round(rebuild * 1000 / median), "unit": "x", "goal": 500},
+    ]
+    print_table(metrics)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps({"metrics": metrics, "machine": info,
+                                       "run_at": datetime.now(UTC).isoformat(timespec="seconds")}, indent=2) + "\n")
+    print(f"\nwrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
