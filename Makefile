@@ -35,6 +35,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/ingest.py
+	$(VENV)/bin/python bench/rollups.py
+	$(VENV)/bin/python bench/engine.py
 
 clean:
 	-test -x $(VENV)/bin/cryptobt && $(VENV)/bin/cryptobt services down
