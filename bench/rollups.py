@@ -23,6 +23,7 @@ import psycopg
 from common import fresh_warehouse, machine, one_hour, print_table, server_url, synthetic_prices, universe_csv
 from tqdm import tqdm
 
+from cryptobt_pipelines.warehouse.indexes import roll_recent_indexes
 from cryptobt_pipelines.warehouse.load import load_batch
 from cryptobt_pipelines.warehouse.rollups import rebuild_rollups, refresh_rollups
 
@@ -50,6 +51,11 @@ def main() -> None:
         with fresh_warehouse(admin_url, "bench_rollups", csv) as url:
             load_batch(batch, url=url)
             del batch
+            # The warehouse as it stands in production a while after the load: statistics gathered and the
+            # nightly recent-window indexes in place for data that ends now.
+            roll_recent_indexes(url, now=end)
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("ANALYZE")
             rebuild = rebuild_rollups(url)
             with psycopg.connect(url) as conn:
                 conn.execute("TRUNCATE market.prices_daily, market.prices_weekly")

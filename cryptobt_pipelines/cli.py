@@ -216,11 +216,15 @@ def refresh(rebuild: bool) -> None:
 def dev(port: int, host: str) -> None:
     """Start the servers, load the demo data into an empty warehouse, then the Dagster UI."""
     from cryptobt_pipelines.demo import load_demo_if_empty
+    from cryptobt_pipelines.warehouse.indexes import roll_recent_indexes
+    from cryptobt_pipelines.warehouse.rollups import refresh_rollups
 
     url = _prepare_warehouse()
     report = load_demo_if_empty(url)
     if report:
         click.echo(f"empty warehouse: loaded the demo data set ({report.rows_loaded:,} bars)")
+    refresh_rollups(url)
+    roll_recent_indexes(url)  # the nightly job keeps them rolling from here
     env = _environment()
     dagster_home = Path(env["DAGSTER_HOME"])
     dagster_home.mkdir(parents=True, exist_ok=True)
