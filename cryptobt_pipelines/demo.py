@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from cryptobt_pipelines.sources.batch import PriceBatch
 from cryptobt_pipelines.sources.synthetic import generate_prices
-from cryptobt_pipelines.warehouse.database import connect
+from cryptobt_pipelines.warehouse.database import connect, query
 from cryptobt_pipelines.warehouse.load import LoadReport, load_batch
 from cryptobt_pipelines.warehouse.universe import read_universe
 
@@ -24,6 +24,6 @@ def generate_universe_prices(cryptos: int, history: timedelta, bar_seconds: int 
 
 def load_demo_if_empty(url: str) -> LoadReport | None:
     with connect(url) as conn:
-        if conn.execute("SELECT EXISTS (SELECT 1 FROM market.prices)").fetchone()[0]:
+        if conn.execute(query("ingest/warehouse_has_prices")).fetchone()[0]:
             return None
     return load_batch(generate_universe_prices(DEMO_CRYPTOS, DEMO_HISTORY), url=url)

@@ -162,10 +162,7 @@ def migrations_on_disk(folder: Path = MIGRATIONS_DIR, backend: str = PORTABLE) -
 
 def timescale_available(conn: psycopg.Connection) -> bool:
     """The extension is installed and preloaded (CREATE EXTENSION without preloading kills the session)."""
-    return conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')"
-        " AND current_setting('shared_preload_libraries') LIKE '%%timescaledb%%'"
-    ).fetchone()[0]
+    return conn.execute(query("warehouse/timescale_available")).fetchone()[0]
 
 
 def _backend(conn: psycopg.Connection, applied_names: list[str], mode: str) -> str:
@@ -238,5 +235,4 @@ def migrate(url: str | None = None, folder: Path = MIGRATIONS_DIR, timescale: st
 
 def backend_of(conn: psycopg.Connection) -> str:
     """How the rollups are kept: native continuous aggregates (a view) or portable tables."""
-    relkind = conn.execute("SELECT relkind FROM pg_class WHERE oid = 'market.prices_daily'::regclass").fetchone()[0]
-    return TIMESCALE if relkind == "v" else PORTABLE
+    return TIMESCALE if conn.execute(query("warehouse/rollup_relkind")).fetchone()[0] == "v" else PORTABLE

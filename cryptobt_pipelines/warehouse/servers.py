@@ -19,9 +19,8 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-import psycopg
-
 from cryptobt_pipelines import settings
+from cryptobt_pipelines.warehouse.database import ensure_database
 
 # PostgreSQL refuses to run as root: a system user owns the embedded cluster then.
 SERVICE_USER = "cryptobt"
@@ -184,11 +183,8 @@ class EmbeddedPostgres:
                  "-o", f"-k {self.socket_dir}", "start")
 
     def _ensure_databases(self) -> None:
-        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
-            existing = {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
-            for name in (settings.WAREHOUSE_DB, settings.DAGSTER_DB):
-                if name not in existing:
-                    conn.execute(f'CREATE DATABASE "{name}"')
+        for name in (settings.WAREHOUSE_DB, settings.DAGSTER_DB):
+            ensure_database(self.url("postgres"), name)
 
     def stop(self) -> None:
         if self.is_running():

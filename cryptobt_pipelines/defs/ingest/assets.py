@@ -22,6 +22,7 @@ from cryptobt_pipelines.ingest import FileOutcome, ingest_file, settle_landing_f
 from cryptobt_pipelines.sources.batch import PriceBatch
 from cryptobt_pipelines.sources.binance_api import SymbolNotListed
 from cryptobt_pipelines.sources.coingecko_api import CoinNotFound
+from cryptobt_pipelines.warehouse.database import query
 from cryptobt_pipelines.warehouse.load import LoadReport, load_batch
 from cryptobt_pipelines.warehouse.universe import sync_universe
 
@@ -153,9 +154,7 @@ def prices(
 
 def _universe(warehouse: WarehouseResource) -> pd.DataFrame:
     with warehouse.connect() as conn:
-        rows = conn.execute(
-            "SELECT symbol, coingecko_id FROM market.cryptos WHERE in_universe ORDER BY crypto_id"
-        ).fetchall()
+        rows = conn.execute(query("ingest/universe_symbols")).fetchall()
     return pd.DataFrame(rows, columns=["symbol", "coingecko_id"])
 
 
