@@ -133,7 +133,9 @@ class EmbeddedPostgres:
                 # Up but its socket is gone (e.g. removed by a server whose data folder was deleted under it).
                 self._pg("pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "stop")
             self._start()
-        self._ensure_databases()
+            # Only after a start: a running server has them, and this path is taken by every connection
+            # made without a URL, where two more connections per call would cost more than the work.
+            self._ensure_databases()
         return self
 
     def _stop_orphans(self) -> None:
