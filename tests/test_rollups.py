@@ -119,6 +119,24 @@ def test_ranges_outside_the_window_stay_pending_until_a_wider_refresh(warehouse_
     assert_rollups_match(warehouse_url)
 
 
+def test_each_refresh_records_the_day_spans_it_rewrote_for_downstream(warehouse_url):
+    load_batch(bars("BTC", range(0, 24 * 3)), url=warehouse_url)
+    load_batch(bars("ETH", [5]), url=warehouse_url)
+    refresh_rollups(warehouse_url)
+    load_batch(bars("BTC", [24 * 10, 24 * 10 + 1]), url=warehouse_url)  # a later day, apart from the first span
+    refresh_rollups(warehouse_url)
+    refresh_rollups(warehouse_url)  # nothing pending: nothing recorded
+
+    changes = frame(warehouse_url, "SELECT c.symbol, r.first_day, r.last_day FROM market.rollup_changes r "
+                                   "JOIN market.cryptos c USING (crypto_id) ORDER BY r.first_day, c.symbol")
+
+    assert [tuple(row) for row in changes.itertuples(index=False)] == [
+        ("BTC", T0, T0 + timedelta(days=2)),
+        ("ETH", T0, T0),
+        ("BTC", T0 + timedelta(days=10), T0 + timedelta(days=10)),
+    ]
+
+
 def test_a_refresh_that_dies_leaves_rollups_and_log_as_they_were(warehouse_url, monkeypatch):
     load_batch(bars("BTC", range(0, 48)), url=warehouse_url)
     refresh_rollups(warehouse_url)

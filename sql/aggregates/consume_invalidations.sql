@@ -2,6 +2,7 @@
 -- back what lies outside the window (still pending), and return the whole UTC days to recompute: per
 -- crypto, overlapping or adjacent day spans merged into one. Only entries up to %(through_id)s are taken:
 -- rows of loads not yet committed (or logged after a native refresh began) stay for the next refresh.
+-- The spans also go to market.rollup_changes, for what is derived from the daily rollup.
 WITH consumed AS (
     DELETE FROM market.invalidations
     WHERE range_end >= %(window_start)s AND range_start < %(window_end)s
@@ -32,8 +33,16 @@ islands AS (
     SELECT *, count(*) FILTER (WHERE covered_to IS NULL OR first_day > covered_to + interval '1 day')
                   OVER (PARTITION BY crypto_id ORDER BY first_day, last_day) AS island
     FROM reach
+),
+spans AS (
+    SELECT crypto_id, min(first_day) AS first_day, max(last_day) AS last_day, count(*) AS ranges
+    FROM islands
+    GROUP BY crypto_id, island
+),
+recorded AS (
+    INSERT INTO market.rollup_changes (crypto_id, first_day, last_day)
+    SELECT crypto_id, first_day, last_day FROM spans
 )
-SELECT crypto_id, min(first_day) AS first_day, max(last_day) AS last_day, count(*) AS ranges
-FROM islands
-GROUP BY crypto_id, island
+SELECT crypto_id, first_day, last_day, ranges
+FROM spans
 ORDER BY crypto_id, first_day;
