@@ -9,6 +9,7 @@ import psycopg
 import pytest
 from psycopg import sql as pgsql
 
+from cryptobt_pipelines.cache import BacktestCache
 from cryptobt_pipelines.warehouse.database import create_database, drop_database, migrate, with_database
 from cryptobt_pipelines.warehouse.servers import EmbeddedPostgres, EmbeddedRedis
 from cryptobt_pipelines.warehouse.universe import sync_universe
@@ -69,3 +70,13 @@ def redis_url(test_home) -> str:
     server = EmbeddedRedis(test_home).ensure_running()
     yield server.url()
     server.stop()
+
+
+@pytest.fixture
+def backtest_cache(warehouse_url, redis_url) -> BacktestCache:
+    """The backtest cache of this test's warehouse: a key namespace of its own in the test Redis (shared with
+    other runs on db 15, so never flushed), cleared afterwards."""
+    cache = BacktestCache.for_warehouse(warehouse_url, redis_url)
+    yield cache
+    cache.clear()
+    cache.close()

@@ -3,23 +3,15 @@
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
-import pandas as pd
 import psycopg
+from bars import hourly
 from click.testing import CliRunner
 
 from cryptobt_pipelines.cli import main
 from cryptobt_pipelines.defs.aggregates.assets import DAILY, WEEKLY, RefreshConfig, price_rollups, rollup_checks
 from cryptobt_pipelines.defs.aggregates.sensors import rollups_after_ingest_sensor, rollups_policy_schedule
 from cryptobt_pipelines.defs.resources import WarehouseResource
-from cryptobt_pipelines.sources.batch import PriceBatch
 from cryptobt_pipelines.warehouse.load import load_batch
-
-
-def hourly(symbol: str, start: datetime, hours: int, price: float = 50.0) -> PriceBatch:
-    ts = [start + timedelta(hours=h) for h in range(hours)]
-    bars = pd.DataFrame({"line": range(1, hours + 1), "symbol": symbol, "ts": ts, "open": price, "high": price + 1,
-                         "low": price - 1, "close": price + 0.5, "volume": 2.0})
-    return PriceBatch("test", "test", bars, bar_seconds=3600)
 
 
 def execute(sql: str, url: str, params=None):

@@ -1,4 +1,4 @@
-"""Resources shared by every domain: the warehouse, the landing folder and the market-data APIs."""
+"""Resources shared by every domain: the warehouse, the backtest cache, the landing folder and the market-data APIs."""
 
 
 import os
@@ -9,6 +9,7 @@ import psycopg
 from pydantic import PrivateAttr
 
 from cryptobt_pipelines import settings
+from cryptobt_pipelines.cache import TTL_SECONDS, BacktestCache
 from cryptobt_pipelines.sources.binance_api import BinanceClient
 from cryptobt_pipelines.sources.coingecko_api import CoinGeckoClient
 from cryptobt_pipelines.warehouse.database import connect, migrate
@@ -40,6 +41,27 @@ class WarehouseResource(dg.ConfigurableResource):
 
     def connect(self, **kwargs) -> psycopg.Connection:
         return connect(self.url, **kwargs)
+
+
+class BacktestCacheResource(dg.ConfigurableResource):
+    """The Redis cache of backtest results (cryptobt_pipelines/cache.py). Without a URL, the embedded Redis
+    under CRYPTOBT_HOME (started if needed). Redis being down never fails a caller: see BacktestCache."""
+
+    redis_url: str | None = None
+    ttl_seconds: int = TTL_SECONDS
+    # Longer than the request path's 0.5 s: Dagster's calls delete superseded entries in bulk.
+    socket_timeout_seconds: float = 2.0
+    retry_after_seconds: float = 5.0
+    _caches: dict[str, BacktestCache] = PrivateAttr(default_factory=dict)
+
+    def for_warehouse(self, warehouse_url: str) -> BacktestCache:
+        """The cache of that warehouse (its key namespace is read from the warehouse once per resource)."""
+        if warehouse_url not in self._caches:
+            self._caches[warehouse_url] = BacktestCache.for_warehouse(
+                warehouse_url, self.redis_url or settings.redis_url(), ttl_seconds=self.ttl_seconds,
+                socket_timeout=self.socket_timeout_seconds, retry_after=self.retry_after_seconds,
+            )
+        return self._caches[warehouse_url]
 
 
 class LandingResource(dg.ConfigurableResource):
@@ -92,6 +114,7 @@ def resources() -> dg.Definitions:
     return dg.Definitions(
         resources={
             "warehouse": WarehouseResource(database_url=env_or_default("CRYPTOBT_DATABASE_URL")),
+            "backtest_cache": BacktestCacheResource(redis_url=env_or_default("CRYPTOBT_REDIS_URL")),
             "landing": LandingResource(path=env_or_default("CRYPTOBT_LANDING")),
             "binance": BinanceResource(base_url=env_or_default("CRYPTOBT_BINANCE_URL", "https://api.binance.com")),
             "coingecko": CoinGeckoResource(
