@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/ingest.py
 	$(VENV)/bin/python bench/rollups.py
 	$(VENV)/bin/python bench/engine.py
+	$(VENV)/bin/python bench/cache.py
 
 clean:
 	-test -x $(VENV)/bin/cryptobt && $(VENV)/bin/cryptobt services down
