@@ -23,7 +23,8 @@ asset (requested by the invalidation sensor, which compares the warehouse's vers
 advances the record and deletes the entries of superseded versions at once, counting them. A writer whose
 version is older than the record (it read the warehouse before an ingest the record already knows) is
 refused atomically: its entry could never be read and would only hold memory for 24 h. A record newer than
-the warehouse (a warehouse restored to an earlier point) drops every entry of that crypto. A missing record
+the warehouse (a warehouse restored in place to an earlier point, which keeps its identity) drops every entry
+of that crypto; until that runs, such a restore should ``clear()`` the cache. A missing record
 (Redis restarted or evicted it) counts as version 0: writes go through, and the next advance cleans up.
 
 With Redis down or unreachable nothing fails: gets are misses, puts are dropped, one warning is logged per

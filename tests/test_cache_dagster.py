@@ -39,7 +39,7 @@ def keys_now(url: str, *symbols: str) -> dict[str, object]:
     return {symbol: keys[crypto_id] for symbol, crypto_id in ids.items()}
 
 
-def test_the_cache_domain_is_defined_with_its_sensor_on(warehouse_url):
+def test_the_cache_domain_is_defined_with_its_sensor_on():
     repository = defs().get_repository_def()
     assert repository.asset_graph.get(BACKTEST_CACHE).group_name == "cache"
     assert repository.get_sensor_def("cache_invalidation_sensor").default_status == dg.DefaultSensorStatus.RUNNING
