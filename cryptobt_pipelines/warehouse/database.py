@@ -82,12 +82,12 @@ def with_database(url: str, database: str) -> str:
     return urlunsplit(parts._replace(path="/" + quote(database)))
 
 
-def dagster_storage_url(url: str) -> str:
+def dagster_storage_url(url: str, database: str = settings.DAGSTER_DB) -> str:
     """The Dagster instance's database beside the warehouse, as SQLAlchemy wants it: dagster-postgres with
     SQLAlchemy 2.1 would otherwise pick psycopg 3 for postgresql:// and fail on its NOTIFY statements."""
     if "://" not in url:
         raise ValueError("CRYPTOBT_DATABASE_URL must be a postgresql:// URL to derive the Dagster storage URL")
-    parts = urlsplit(with_database(url, settings.DAGSTER_DB))
+    parts = urlsplit(with_database(url, database))
     return urlunsplit(parts._replace(scheme="postgresql+psycopg2"))
 
 

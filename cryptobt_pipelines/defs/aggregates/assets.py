@@ -7,6 +7,7 @@ from psycopg import sql as pgsql
 
 from cryptobt_pipelines.defs.ingest.assets import price_assets
 from cryptobt_pipelines.defs.resources import WarehouseResource
+from cryptobt_pipelines.defs.run_tags import REFRESH_RUN_TAGS
 from cryptobt_pipelines.warehouse.database import query
 from cryptobt_pipelines.warehouse.rollups import refresh_rollups
 
@@ -81,6 +82,6 @@ def _same_bucket(row: tuple) -> bool:
 
 rollup_checks = [_matches_scratch(DAILY, "1 day"), _matches_scratch(WEEKLY, "7 days")]
 refresh_rollups_job = dg.define_asset_job(
-    "refresh_rollups", selection=dg.AssetSelection.assets(DAILY, WEEKLY),
+    "refresh_rollups", selection=dg.AssetSelection.assets(DAILY, WEEKLY), tags=REFRESH_RUN_TAGS,
     description="Refresh the daily and weekly rollups from the invalidation log.",
 )

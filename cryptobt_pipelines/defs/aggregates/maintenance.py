@@ -3,6 +3,7 @@
 import dagster as dg
 
 from cryptobt_pipelines.defs.resources import WarehouseResource
+from cryptobt_pipelines.defs.run_tags import MAINTENANCE_RUN_TAGS
 from cryptobt_pipelines.warehouse.indexes import roll_recent_indexes
 
 
@@ -12,7 +13,7 @@ def roll_recent_window_indexes(context: dg.OpExecutionContext, warehouse: Wareho
     context.log.info(f"cutoff {roll.cutoff:%Y-%m-%d}: created {roll.created or 'none'}, dropped {roll.dropped or 'none'}")
 
 
-@dg.job(description="Roll the 90-day partial indexes forward.")
+@dg.job(description="Roll the 90-day partial indexes forward.", tags=MAINTENANCE_RUN_TAGS)
 def roll_recent_indexes_job():
     roll_recent_window_indexes()
 

@@ -18,6 +18,7 @@ from cryptobt_pipelines.defs.resources import (
     LandingResource,
     WarehouseResource,
 )
+from cryptobt_pipelines.defs.run_tags import INGEST_RUN_TAGS
 from cryptobt_pipelines.ingest import FileOutcome, ingest_file, settle_landing_file
 from cryptobt_pipelines.sources.batch import PriceBatch
 from cryptobt_pipelines.sources.binance_api import SymbolNotListed
@@ -256,5 +257,6 @@ price_assets = [PRICE_FILES, binance_klines.key, coingecko_prices.key]
 ingest_files_job = dg.define_asset_job(
     "ingest_files",
     selection=dg.AssetSelection.assets(PRICE_FILES),
+    tags=INGEST_RUN_TAGS,
     description="Load price files into market.prices (the landing-folder sensor's job).",
 )

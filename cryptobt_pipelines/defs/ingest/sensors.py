@@ -11,6 +11,7 @@ import dagster as dg
 from cryptobt_pipelines.defs.ingest.assets import CRYPTOS, PRICE_FILES, PriceFilesConfig, ingest_files_job
 from cryptobt_pipelines.defs.partitions import crypto_partitions
 from cryptobt_pipelines.defs.resources import LandingResource
+from cryptobt_pipelines.defs.run_tags import INGEST_RUN_TAGS
 from cryptobt_pipelines.warehouse.universe import UNIVERSE_CSV, read_universe
 
 # A file still being written changes size or mtime: wait until it has been quiet this long.
@@ -83,4 +84,4 @@ def universe_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg
         return dg.SkipReason(f"{len(partitions)} crypto partitions match {UNIVERSE_CSV.name}")
     # The key names the file and the partitions it found: the same disagreement is requested once.
     state = hashlib.sha256(("\n".join(sorted(partitions)) + digest).encode()).hexdigest()
-    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=state)])
+    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=state, tags=INGEST_RUN_TAGS)])
