@@ -10,6 +10,7 @@ import dagster as dg
 from cryptobt_pipelines.cache import read_data_versions
 from cryptobt_pipelines.defs.ingest.assets import price_assets
 from cryptobt_pipelines.defs.resources import BacktestCacheResource, WarehouseResource
+from cryptobt_pipelines.defs.run_tags import REFRESH_RUN_TAGS
 
 BACKTEST_CACHE = dg.AssetKey(["cache", "backtest_results_cache"])
 
@@ -74,4 +75,5 @@ def _percent(rate: float | None) -> str:
 refresh_backtest_cache_job = dg.define_asset_job(
     "refresh_backtest_cache", selection=dg.AssetSelection.assets(BACKTEST_CACHE),
     description="Advance the cache's data versions to the warehouse's, delete superseded entries, report the hit rate.",
+    tags=REFRESH_RUN_TAGS,
 )
