@@ -1,20 +1,8 @@
--- The dashboard computed live, straight from the whole daily rollup and the raw bars, without
--- serving.crypto_extremes: what the materialized view must equal (its asset check), and the naive view the
--- benchmark refreshes beside it. Same columns, same rows, same definitions (DESIGN.md, "Definitions pinned
+-- The dashboard computed live, straight from the whole daily rollup (extremes: a full scan, through
+-- serving.crypto_extremes_from_history) and the raw bars: what the materialized view must equal (its asset
+-- check), and the naive view the benchmark refreshes beside it. Same columns, same rows, same definitions (DESIGN.md, "Definitions pinned
 -- for the dashboard"); day arithmetic in hours, as in the view.
-WITH extremes AS (
-    SELECT crypto_id, max(high) AS ath, min(low) AS atl
-    FROM market.prices_daily
-    GROUP BY crypto_id
-),
-dated_extremes AS (
-    SELECT x.crypto_id, x.ath, min(d.bucket) FILTER (WHERE d.high = x.ath) AS ath_day,
-           x.atl, min(d.bucket) FILTER (WHERE d.low = x.atl) AS atl_day
-    FROM extremes x
-    JOIN market.prices_daily d ON d.crypto_id = x.crypto_id
-    GROUP BY x.crypto_id, x.ath, x.atl
-),
-latest AS (
+WITH latest AS (
     SELECT c.crypto_id, c.symbol, p.ts, p.close, date_bin('1 day', p.ts, TIMESTAMPTZ '2000-01-03 00:00+00') AS day
     FROM market.cryptos c
     CROSS JOIN LATERAL (
@@ -45,7 +33,7 @@ SELECT l.crypto_id,
        x.ath, (x.ath_day AT TIME ZONE 'UTC')::date AS ath_date,
        x.atl, (x.atl_day AT TIME ZONE 'UTC')::date AS atl_date
 FROM latest l
-JOIN dated_extremes x ON x.crypto_id = l.crypto_id
+JOIN serving.crypto_extremes_from_history x ON x.crypto_id = l.crypto_id
 LEFT JOIN windows w ON w.crypto_id = l.crypto_id
 LEFT JOIN LATERAL (
     SELECT close FROM market.prices

@@ -5,21 +5,12 @@ WITH consumed AS (
     DELETE FROM market.rollup_changes
     RETURNING change_id
 ),
-extremes AS (
-    SELECT crypto_id, max(high) AS ath, min(low) AS atl
-    FROM market.prices_daily
-    GROUP BY crypto_id
-),
-dated AS (
-    SELECT x.crypto_id, x.ath, min(d.bucket) FILTER (WHERE d.high = x.ath) AS ath_day,
-           x.atl, min(d.bucket) FILTER (WHERE d.low = x.atl) AS atl_day
-    FROM extremes x
-    JOIN market.prices_daily d ON d.crypto_id = x.crypto_id
-    GROUP BY x.crypto_id, x.ath, x.atl
+extremes AS MATERIALIZED (
+    SELECT crypto_id, ath, ath_day, atl, atl_day FROM serving.crypto_extremes_from_history
 ),
 changed AS (
     INSERT INTO serving.crypto_extremes AS e (crypto_id, ath, ath_day, atl, atl_day)
-    SELECT crypto_id, ath, ath_day, atl, atl_day FROM dated
+    SELECT crypto_id, ath, ath_day, atl, atl_day FROM extremes
     ON CONFLICT (crypto_id) DO UPDATE
         SET ath = excluded.ath, ath_day = excluded.ath_day, atl = excluded.atl, atl_day = excluded.atl_day
         WHERE (e.ath, e.ath_day, e.atl, e.atl_day)

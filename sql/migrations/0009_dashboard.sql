@@ -17,6 +17,20 @@ CREATE TABLE serving.crypto_extremes (
     atl_day   timestamptz NOT NULL
 );
 
+-- The same extremes computed from the whole daily rollup, the slow way (a scan of all history): what the first
+-- refresh and a rebuild store, and what the live comparison and the benchmark's naive view read.
+CREATE VIEW serving.crypto_extremes_from_history AS
+WITH extremes AS (
+    SELECT crypto_id, max(high) AS ath, min(low) AS atl
+    FROM market.prices_daily
+    GROUP BY crypto_id
+)
+SELECT x.crypto_id, x.ath, min(d.bucket) FILTER (WHERE d.high = x.ath) AS ath_day,
+       x.atl, min(d.bucket) FILTER (WHERE d.low = x.atl) AS atl_day
+FROM extremes x
+JOIN market.prices_daily d ON d.crypto_id = x.crypto_id
+GROUP BY x.crypto_id, x.ath, x.atl;
+
 -- One row per dashboard refresh: what it applied and what it cost. The first refresh of a warehouse builds
 -- serving.crypto_extremes from the whole daily rollup (a warehouse may hold data from before this migration).
 CREATE TABLE serving.dashboard_refreshes (
