@@ -374,3 +374,39 @@ def test_readers_never_fail_or_see_a_half_refreshed_view_during_refreshes(wareho
     assert errors == []
     assert len(set(seen)) > generations // 2  # the readers really read while the refreshes went on
     assert len(seen) > 4 * generations
+
+
+def test_a_reader_is_not_blocked_by_a_refresh_in_progress_and_sees_the_previous_rows(warehouse_url, monkeypatch):
+    times = hours(END - 48 * HOUR, END)
+    load_batch(bars("BTC", times, path(times)), url=warehouse_url)
+    refresh(warehouse_url)
+    load_batch(bars("BTC", [END + HOUR], 999.0), url=warehouse_url)
+    refresh_rollups(warehouse_url)
+    original = dashboard_module.query
+    outcomes = []
+
+    def read_while_the_refresh_is_open(name):
+        # Called once the view's refresh has run in the refresh's transaction, before its commit.
+        if name == "dashboard/record_refresh":
+            with psycopg.connect(warehouse_url, autocommit=True) as reader:
+                reader.execute("SET lock_timeout = '2s'")  # blocked means an error here, not a wait
+                try:
+                    outcomes.append(reader.execute("SELECT current_price FROM serving.crypto_dashboard_summary "
+                                                   "ORDER BY change_24h_percent DESC").fetchall())
+                except psycopg.errors.LockNotAvailable as error:
+                    outcomes.append(error)
+        return original(name)
+
+    monkeypatch.setattr(dashboard_module, "query", read_while_the_refresh_is_open)
+    refresh_dashboard(warehouse_url)
+    assert outcomes == [[(path([END])[0],)]]  # the rows from before the refresh, complete
+    assert dashboard(warehouse_url)["current_price"].tolist() == [999.0]
+
+    # The same with a plain (not concurrent) refresh: the reader would wait for the commit.
+    load_batch(bars("BTC", [END + 2 * HOUR], 555.0), url=warehouse_url)
+    refresh_rollups(warehouse_url)
+    monkeypatch.setattr(dashboard_module, "query", lambda name: (
+        "REFRESH MATERIALIZED VIEW serving.crypto_dashboard_summary" if name == "dashboard/refresh_summary"
+        else read_while_the_refresh_is_open(name)))
+    refresh_dashboard(warehouse_url)
+    assert isinstance(outcomes[-1], psycopg.errors.LockNotAvailable)
