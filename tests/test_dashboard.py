@@ -15,11 +15,13 @@ from dashboard_expected import assert_dashboard_matches, dashboard, frame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from test_rollups import scratch_warehouse, timescale_on
+
 from cryptobt_pipelines.cli import main
 from cryptobt_pipelines.sources.batch import PriceBatch
 from cryptobt_pipelines.warehouse import dashboard as dashboard_module
 from cryptobt_pipelines.warehouse.dashboard import compare_with_live, refresh_dashboard
-from cryptobt_pipelines.warehouse.database import close_pools, create_database, drop_database, with_database
+from cryptobt_pipelines.warehouse.database import TIMESCALE, close_pools
 from cryptobt_pipelines.warehouse.load import load_batch
 from cryptobt_pipelines.warehouse.rollups import rebuild_rollups, refresh_rollups
 
@@ -271,6 +273,32 @@ def test_the_refresh_runs_without_jit_whatever_the_server_says(warehouse_url, mo
     refresh_dashboard(warehouse_url)
 
 
+@contextmanager
+def closing_pools():
+    """Pooled connections to a scratch warehouse closed before it is dropped."""
+    try:
+        yield
+    finally:
+        close_pools()
+
+
+def test_on_timescaledb_every_column_equals_pandas_too(server_url, template_database):
+    if not timescale_on(server_url):
+        pytest.skip("the timescaledb extension is not installed and preloaded on the test server")
+    with scratch_warehouse(server_url, template_database, TIMESCALE) as url, closing_pools():
+        load_edge_cases(url)
+        assert refresh(url).rebuilt
+        assert_dashboard_matches(url)
+        load_batch(bars("DOT", [END - timedelta(days=10)], 100.0), url=url)  # lowers DOT's all-time high
+        load_batch(bars("BTC", [END + HOUR], 150.0), url=url)
+
+        report = refresh(url)
+
+        assert report.cryptos_rescanned == 1 and report.extremes_changed == ["BTC", "DOT"]
+        assert_dashboard_matches(url)
+        assert not compare_with_live(url).mismatched
+
+
 # --- any sequence of loads and refreshes -----------------------------------------------------------------
 
 T0 = datetime(2024, 2, 26, 22, tzinfo=UTC)  # near midnight: days split between bars of one load
@@ -290,22 +318,10 @@ def step_bars(symbol: str, first: int, count: int, level: float) -> PriceBatch:
                 (close * (1 - (h % 3) / 10))[::-1], (level * (h % 7 + 1))[::-1])
 
 
-@contextmanager
-def scratch_warehouse(server_url, template_database):
-    """A fresh warehouse cloned from the template, dropped afterwards (one per hypothesis example)."""
-    name = f"cryptobt_dashboard_{np.random.default_rng().integers(1e12)}"
-    create_database(server_url, name, template=template_database)
-    try:
-        yield with_database(server_url, name)
-    finally:
-        close_pools()
-        drop_database(server_url, name)
-
-
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=st.lists(load_step, min_size=1, max_size=8))
 def test_any_sequence_of_loads_and_refreshes_ends_equal_to_pandas(server_url, template_database, steps):
-    with scratch_warehouse(server_url, template_database) as url:
+    with scratch_warehouse(server_url, template_database, "portable") as url, closing_pools():
         for symbol, first, count, level, after in steps:
             load_batch(step_bars(symbol, first, count, level), url=url)
             if after == "rollups":
