@@ -43,6 +43,7 @@ def _summary(crypto_id: int, symbol: str, own: pd.DataFrame) -> dict:
     as_of = latest["ts"]
     before = own[own["ts"] <= as_of - pd.Timedelta(hours=24)]
     price_24h_ago = before["close"].iloc[-1] if len(before) else None
+    change = None if price_24h_ago is None else (latest["close"] - price_24h_ago) / price_24h_ago * 100
     day = as_of.floor("D")  # the UTC day: ts is UTC
     last_7 = own[own["ts"] >= day - pd.Timedelta(days=6)]
     last_30 = own[own["ts"] >= day - pd.Timedelta(days=29)]
@@ -50,7 +51,7 @@ def _summary(crypto_id: int, symbol: str, own: pd.DataFrame) -> dict:
     return {
         "crypto_id": crypto_id, "symbol": symbol, "as_of": as_of, "current_price": latest["close"],
         "price_24h_ago": price_24h_ago,
-        "change_24h_percent": None if price_24h_ago is None else (latest["close"] - price_24h_ago) / price_24h_ago * 100,
+        "change_24h_percent": change,
         "high_7d": last_7["high"].max(), "low_7d": last_7["low"].min(), "volume_7d": last_7["volume"].sum(),
         "high_30d": last_30["high"].max(), "low_30d": last_30["low"].min(), "volume_30d": last_30["volume"].sum(),
         "ath": ath, "ath_date": own.loc[own["high"] == ath, "ts"].min().date(),

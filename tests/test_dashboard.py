@@ -111,7 +111,8 @@ def test_every_column_on_edge_cases_equals_pandas_before_and_after_a_correction(
     assert first.rebuilt  # the first refresh of a warehouse builds the extremes from the whole rollup
     assert_dashboard_matches(warehouse_url)
     rows = by_symbol(warehouse_url)
-    assert set(rows) == {"BTC", "ETH", "SOL", "ADA", "XRP", "DOGE", "LINK", "DOT"}  # no AVAX (retired), no LTC (no bars)
+    # No AVAX (it left the universe), no LTC (no bars).
+    assert set(rows) == {"BTC", "ETH", "SOL", "ADA", "XRP", "DOGE", "LINK", "DOT"}
     sol = rows["SOL"]
     assert sol["price_24h_ago"] is None and sol["change_24h_percent"] is None
     assert sol["ath"] == sol["high_7d"] == sol["high_30d"] == 42.0 * 1.01

@@ -88,7 +88,8 @@ def compare_with_live(url: str | None = None) -> LiveComparison:
     for crypto_id in sorted((shown.keys() | live.keys()) - pending):
         comparison.compared += 1
         if crypto_id not in shown or crypto_id not in live:
-            comparison.mismatched[crypto_id] = ["row missing from the " + ("view" if crypto_id in live else "live computation")]
+            missing_from = "view" if crypto_id in live else "live computation"
+            comparison.mismatched[crypto_id] = [f"row missing from the {missing_from}"]
             continue
         differing = [name for name, a, b in zip(columns, shown[crypto_id], live[crypto_id], strict=True)
                      if not _same(name, a, b)]

@@ -41,11 +41,14 @@ to_rescan AS (
     SELECT crypto_id FROM judged
     WHERE ath IS NULL OR (ath_rewritten AND NOT high_wins) OR (atl_rewritten AND NOT low_wins)
 ),
-rescanned AS (
-    SELECT r.crypto_id, x.ath,
-           (SELECT min(d.bucket) FROM market.prices_daily d WHERE d.crypto_id = r.crypto_id AND d.high = x.ath) AS ath_day,
+rescanned AS (  -- each crypto's own history, by index
+    SELECT r.crypto_id,
+           x.ath,
+           (SELECT min(d.bucket) FROM market.prices_daily d
+            WHERE d.crypto_id = r.crypto_id AND d.high = x.ath) AS ath_day,
            x.atl,
-           (SELECT min(d.bucket) FROM market.prices_daily d WHERE d.crypto_id = r.crypto_id AND d.low = x.atl) AS atl_day
+           (SELECT min(d.bucket) FROM market.prices_daily d
+            WHERE d.crypto_id = r.crypto_id AND d.low = x.atl) AS atl_day
     FROM to_rescan r
     CROSS JOIN LATERAL (
         SELECT max(d.high) AS ath, min(d.low) AS atl FROM market.prices_daily d WHERE d.crypto_id = r.crypto_id

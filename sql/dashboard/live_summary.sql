@@ -1,7 +1,7 @@
 -- The dashboard computed live, straight from the whole daily rollup (extremes: a full scan, through
 -- serving.crypto_extremes_from_history) and the raw bars: what the materialized view must equal (its asset
--- check), and the naive view the benchmark refreshes beside it. Same columns, same rows, same definitions (DESIGN.md, "Definitions pinned
--- for the dashboard"); day arithmetic in hours, as in the view.
+-- check), and the naive view the benchmark refreshes beside it. Same columns, same rows, same definitions
+-- (DESIGN.md, "Definitions pinned for the dashboard"); day arithmetic in hours, as in the view.
 WITH latest AS (
     SELECT c.crypto_id, c.symbol, p.ts, p.close, date_bin('1 day', p.ts, TIMESTAMPTZ '2000-01-03 00:00+00') AS day
     FROM market.cryptos c
