@@ -195,12 +195,17 @@ def test_several_rollup_refreshes_are_applied_by_one_dashboard_refresh(warehouse
     assert frame(warehouse_url, "SELECT count(*) AS n FROM market.rollup_changes")["n"][0] == 0
 
 
-def test_a_refresh_that_dies_leaves_extremes_view_and_change_log_as_they_were(warehouse_url, monkeypatch):
+def an_hour_the_dashboard_has_not_seen(url):
+    """BTC's two days on the dashboard, then an hour at 999 that the rollups have taken in, the dashboard not."""
     times = hours(END - 48 * HOUR, END)
-    load_batch(bars("BTC", times, path(times)), url=warehouse_url)
-    refresh(warehouse_url)
-    load_batch(bars("BTC", [END + HOUR], 999.0), url=warehouse_url)
-    refresh_rollups(warehouse_url)
+    load_batch(bars("BTC", times, path(times)), url=url)
+    refresh(url)
+    load_batch(bars("BTC", [END + HOUR], 999.0), url=url)
+    refresh_rollups(url)
+
+
+def test_a_refresh_that_dies_leaves_extremes_view_and_change_log_as_they_were(warehouse_url, monkeypatch):
+    an_hour_the_dashboard_has_not_seen(warehouse_url)
     extremes = frame(warehouse_url, "SELECT * FROM serving.crypto_extremes")
     view = dashboard(warehouse_url)
 
@@ -394,11 +399,7 @@ def test_readers_never_fail_or_see_a_half_refreshed_view_during_refreshes(wareho
 
 
 def test_a_reader_is_not_blocked_by_a_refresh_in_progress_and_sees_the_previous_rows(warehouse_url, monkeypatch):
-    times = hours(END - 48 * HOUR, END)
-    load_batch(bars("BTC", times, path(times)), url=warehouse_url)
-    refresh(warehouse_url)
-    load_batch(bars("BTC", [END + HOUR], 999.0), url=warehouse_url)
-    refresh_rollups(warehouse_url)
+    an_hour_the_dashboard_has_not_seen(warehouse_url)
     original = dashboard_module.query
     outcomes = []
 
