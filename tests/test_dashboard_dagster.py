@@ -114,6 +114,12 @@ def test_sensor_requests_one_refresh_per_pending_state_and_none_when_up_to_date(
     refresh_rollups(warehouse_url)
     assert dashboard_after_rollups_sensor(context).run_key == f"rollup-changes-through-{newest + 1}"
 
+    # Bars loaded since: the dashboard waits for the rollups to take them in, for a while.
+    load_batch(hourly("SOL", START + timedelta(days=4), 1, 31.0), url=warehouse_url)
+    assert isinstance(dashboard_after_rollups_sensor(context), dg.SkipReason)
+    execute(warehouse_url, "UPDATE market.invalidations SET created_at = now() - interval '1 hour'")
+    assert dashboard_after_rollups_sensor(context).run_key == f"rollup-changes-through-{newest + 1}"
+
 
 def test_sensor_refreshes_a_warehouse_never_refreshed_and_after_the_universe_moved(warehouse_url):
     context = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(),
