@@ -36,6 +36,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python bench/ingest.py
 	$(VENV)/bin/python bench/rollups.py
+	$(VENV)/bin/python bench/dashboard.py
 	$(VENV)/bin/python bench/engine.py
 	$(VENV)/bin/python bench/cache.py
 

@@ -6,11 +6,14 @@ on the import path).
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,8 @@ from cryptobt_pipelines import settings
 from cryptobt_pipelines.sources.batch import PriceBatch
 from cryptobt_pipelines.sources.synthetic import generate_prices
 from cryptobt_pipelines.warehouse.database import close_pools, create_database, drop_database, migrate, with_database
+from cryptobt_pipelines.warehouse.indexes import roll_recent_indexes
+from cryptobt_pipelines.warehouse.load import load_batch
 from cryptobt_pipelines.warehouse.universe import UNIVERSE_CSV, sync_universe
 
 
@@ -93,6 +98,43 @@ def fresh_warehouse(admin_url: str, name: str, csv: Path) -> Iterator[str]:
     finally:
         close_pools()  # pooled connections to it would only be ended by DROP ... WITH (FORCE)
         drop_database(admin_url, name)
+
+
+def bench_arguments(doc: str, results: Path) -> argparse.ArgumentParser:
+    """The options of every full-scale benchmark: its scale, the embedded server's home, where results go."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--cryptos", type=int, default=263)
+    parser.add_argument("--years", type=float, default=5.0)
+    parser.add_argument("--home", type=Path, default=Path(tempfile.gettempdir()) / "cryptobt-bench-home")
+    parser.add_argument("--output", type=Path, default=results)
+    return parser
+
+
+@dataclass
+class FullScale:
+    url: str
+    symbols: list[str]
+    rows: int
+    end: datetime  # the hour after the last bar
+
+
+@contextmanager
+def full_scale_warehouse(admin_url: str, name: str, cryptos: int, years: float, start: datetime) -> Iterator[FullScale]:
+    """A fresh warehouse holding the synthetic hourly set, as it stands in production a while after the load:
+    statistics gathered and the nightly recent-window indexes in place for data that ends now."""
+    end = start + timedelta(days=round(365.25 * years))
+    with tempfile.TemporaryDirectory() as scratch:
+        csv, symbols = universe_csv(cryptos, Path(scratch))
+        batch = synthetic_prices(symbols, start, end)
+        rows = len(batch.bars)
+        print(f"{rows:,} bars of {len(symbols)} cryptos, {start:%Y-%m-%d} to {end:%Y-%m-%d}", flush=True)
+        with fresh_warehouse(admin_url, name, csv) as url:
+            load_batch(batch, url=url)
+            del batch
+            roll_recent_indexes(url, now=end)
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("ANALYZE")
+            yield FullScale(url, symbols, rows, end)
 
 
 def print_table(metrics: list[dict]) -> None:

@@ -194,17 +194,31 @@ def generate(cryptos: int, days: int, interval: str, seed: int, out: Path | None
 
 
 @main.command()
-@click.option("--rebuild", is_flag=True, help="Rebuild both rollups from scratch first (repairs; slow).")
+@click.option("--rebuild", is_flag=True,
+              help="Rebuild both rollups and the dashboard's all-time extremes from scratch first (repairs; slow).")
 def refresh(rebuild: bool) -> None:
-    """Bring the daily and weekly rollups up to date with every pending change."""
-    from cryptobt_pipelines.warehouse.rollups import rebuild_rollups, refresh_rollups
+    """Bring the daily and weekly rollups, then the dashboard, up to date with every pending change."""
+    from cryptobt_pipelines.warehouse.rollups import rebuild_rollups
 
     url = _prepare_warehouse()
     if rebuild:
         click.echo(f"rollups rebuilt from scratch in {rebuild_rollups(url):.1f} s")
+    _refresh_derived(url, rebuild_dashboard=rebuild)
+
+
+def _refresh_derived(url: str, rebuild_dashboard: bool = False) -> None:
+    """The rollups, then the dashboard that reads them."""
+    from cryptobt_pipelines.warehouse.dashboard import refresh_dashboard
+    from cryptobt_pipelines.warehouse.rollups import refresh_rollups
+
     report = refresh_rollups(url)
     click.echo(f"rollups: {report.days_refreshed} days and {report.weeks_refreshed} weeks refreshed from "
                f"{report.ranges_consumed} changed ranges in {report.seconds * 1000:.1f} ms")
+    # A rollup rebuild records no day spans: the dashboard's extremes must then be recomputed, not updated.
+    dashboard = refresh_dashboard(url, rebuild=rebuild_dashboard)
+    click.echo(f"dashboard: {dashboard.rows} cryptos, extremes {'rebuilt' if dashboard.rebuilt else 'updated'} "
+               f"({len(dashboard.extremes_changed)} changed) from {dashboard.changes_applied} rollup changes "
+               f"in {dashboard.seconds * 1000:.1f} ms")
 
 
 # --- dev: what `make run` runs ------------------------------------------------------------------------------
@@ -217,13 +231,12 @@ def dev(port: int, host: str) -> None:
     """Start the servers, load the demo data into an empty warehouse, then the Dagster UI."""
     from cryptobt_pipelines.demo import load_demo_if_empty
     from cryptobt_pipelines.warehouse.indexes import roll_recent_indexes
-    from cryptobt_pipelines.warehouse.rollups import refresh_rollups
 
     url = _prepare_warehouse()
     report = load_demo_if_empty(url)
     if report:
         click.echo(f"empty warehouse: loaded the demo data set ({report.rows_loaded:,} bars)")
-    refresh_rollups(url)
+    _refresh_derived(url)
     roll_recent_indexes(url)  # the nightly job keeps them rolling from here
     env = _environment()
     dagster_home = Path(env["DAGSTER_HOME"])
