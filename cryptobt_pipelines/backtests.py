@@ -2,9 +2,11 @@
 
 ``backtest_cryptos`` answers one question — a strategy, a parameter set, a window and an interval over some
 cryptos — with one result per crypto, computed from the warehouse's bars in one query and one engine call. A
-crypto's result does not depend on which other cryptos share the call, so a cache can keep results per crypto:
-key them on ``BacktestSpec.cache_key(crypto_id, data_version)`` and keep only ``settled`` ones (a result read while
-the daily rollup still had changes of that crypto pending may predate its ``data_version``).
+crypto's result does not depend on which other cryptos share the call, so the Redis cache can keep results per
+crypto: ask it for the cryptos' keys (``cache.backtest_keys`` on their data versions), call this for the misses
+only, and put back ``result.as_dict()`` under the key of ``result.data_version`` (the version its bars were read
+at) — but only ``settled`` results: one read while the daily rollup still had changes of that crypto pending
+may predate its ``data_version``.
 
 ``run_batch`` is the nightly work behind the ``backtest_results`` asset: many cryptos, every planned strategy
 and parameter set, bars read once, one engine call per planned run, results written with COPY. A backtest
@@ -111,12 +113,6 @@ class BacktestSpec:
         defaults = self.strategy.resolve({})
         return next((i for i, p in enumerate(self.param_sets) if p == defaults), None)
 
-    def cache_key(self, crypto_id: int, data_version: int, param_set: int = 0) -> str:
-        """Everything a result depends on, for one crypto and parameter set."""
-        window = f"{self.start.isoformat() if self.start else ''}..{self.end.isoformat() if self.end else ''}"
-        return (f"backtest:{engine_version()}:{definition_hash(self.strategy)}:{self.interval}:{window}:"
-                f"{self.params_hashes[param_set]}:{crypto_id}:{data_version}")
-
 
 # --- on demand ----------------------------------------------------------------------------------------------
 
@@ -134,6 +130,16 @@ class CryptoBacktest:
     metrics: dict[str, float]  # METRIC_NAMES; n_trades as an int
     equity: pd.Series | None = None  # marked-to-market value at each valid bar's close, indexed by bar open time
     trades: pd.DataFrame | None = None  # entry_ts, exit_ts, entry_price, exit_price, units, pnl, return, is_open
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values (``cryptobt backtest --json``, a cache entry): symbol, window, data version and metrics;
+        profit_factor may be ``inf``."""
+        return {
+            "symbol": self.symbol, "crypto_id": self.crypto_id, "data_version": self.data_version,
+            "params": self.params, "first_bar": self.first_bar.isoformat() if self.first_bar else None,
+            "last_bar": self.last_bar.isoformat() if self.last_bar else None, "n_bars": self.n_bars,
+            **self.metrics,
+        }
 
 
 def backtest_cryptos(

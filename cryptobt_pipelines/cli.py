@@ -228,7 +228,6 @@ def backtest(strategy: str | None, cryptos: str | None, start: str | None, end: 
     from datetime import date
 
     from cryptobt_pipelines.backtests import BacktestSpec, backtest_cryptos, params_from_text, resolve_symbols
-    from cryptobt_pipelines.engine import METRIC_NAMES
 
     if not strategy:
         _fail("--strategy is required")
@@ -255,13 +254,11 @@ def backtest(strategy: str | None, cryptos: str | None, start: str | None, end: 
         _fail(f"no {interval} bars in the window for {', '.join(empty)}")
 
     if as_json:
+        # Strict JSON has no Infinity: an infinite profit factor (gains, no loss) prints as null.
         finite = lambda x: x if not isinstance(x, float) or math.isfinite(x) else None  # noqa: E731
-        click.echo(json.dumps([
-            {"symbol": r.symbol, "strategy": spec.strategy.name, "interval": interval,
-             "first_bar": r.first_bar.isoformat(), "last_bar": r.last_bar.isoformat(), "n_bars": r.n_bars,
-             **{name: finite(r.metrics[name]) for name in METRIC_NAMES}}
-            for r in results
-        ], indent=2, allow_nan=False))
+        answer = [{"strategy": spec.strategy.name, "interval": interval,
+                   **{k: finite(v) for k, v in r.as_dict().items()}} for r in results]
+        click.echo(json.dumps(answer, indent=2, allow_nan=False))
         return
     own = {k: v for k, v in spec.param_sets[0].items() if k in {p.name for p in spec.strategy.parameters}}
     click.echo(f"{spec.strategy.name} {own or ''} · {interval} · fee {spec.param_sets[0]['fee']} · "

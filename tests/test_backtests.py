@@ -133,8 +133,12 @@ def test_unchanged_inputs_are_skipped_and_a_new_data_version_recomputes_only_its
 def test_results_read_while_the_rollup_lags_are_recomputed_once_it_caught_up(warehouse_url):
     batch = load_daily(warehouse_url)
     correct_one_bar(warehouse_url, batch, "ETH")  # the daily rollup has not seen it yet
+    ids = [c.crypto_id for c in resolve_symbols(["ETH", "BTC"], warehouse_url)]
+    assert [r.settled for r in backtest_cryptos("dca", ids)] == [False, True]  # not for a cache
 
     first = run_batch(warehouse_url, SYMBOLS, plan_runs())
+    assert rows(warehouse_url, "SELECT crypto_id, bool_and(rollup_pending) FROM backtest.results "
+                               "GROUP BY crypto_id HAVING bool_or(rollup_pending)") == [(ids[0], True)]
     second = run_batch(warehouse_url, SYMBOLS, plan_runs())
     refresh_rollups(warehouse_url)
     third = run_batch(warehouse_url, SYMBOLS, plan_runs())
@@ -208,9 +212,8 @@ def test_on_demand_results_do_not_depend_on_the_other_cryptos_asked(warehouse_ur
     assert [r.symbol for r in together] == SYMBOLS
     assert together[2].metrics == alone[0].metrics
     assert together[2].equity.equals(alone[0].equity) and together[2].trades.equals(alone[0].trades)
-    assert alone[0].n_bars == len(alone[0].equity) and alone[0].settled
-    spec = BacktestSpec.build("ema_cross", [{"fast_window": 5}])
-    assert spec.cache_key(ids[2], 1) != spec.cache_key(ids[2], 2) != spec.cache_key(ids[1], 2)
+    assert alone[0].n_bars == len(alone[0].equity) and alone[0].settled and alone[0].data_version == 1
+    assert alone[0].as_dict()["params"]["fast_window"] == 5 and alone[0].as_dict()["symbol"] == SYMBOLS[2]
 
 
 def test_on_demand_window_is_whole_days_and_end_day_included(warehouse_url):

@@ -211,8 +211,9 @@ def definition_hash(strategy: Strategy) -> str:
 
 
 def params_hash(param_set: dict) -> str:
-    """Of a resolved parameter set: the same parameters give the same hash whatever order they came in."""
-    return _sha(json.dumps(param_set, sort_keys=True))
+    """16 hex digits of sha256 over the canonical JSON of a resolved parameter set (keys sorted, compact): the
+    same parameters give the same hash whatever order they came in. The Redis cache keys results the same way."""
+    return _sha(json.dumps(dict(param_set), sort_keys=True, separators=(",", ":")))
 
 
 def _sha(text: str) -> str:

@@ -143,4 +143,5 @@ nightly_backtests_job = dg.define_asset_job(
     "nightly_backtests",
     selection=dg.AssetSelection.assets(backtest_results),
     description="Backtest every catalog strategy over the cryptos of the run (one run for many partitions).",
+    tags={"cryptobt/kind": "backtest"},  # dagster.yaml: backtests never take every run slot
 )
