@@ -118,9 +118,9 @@ def _table(frame: pd.DataFrame, columns: list[str]) -> dg.MetadataValue:
     types = {"symbol": "string", "strategy": "string", "n_trades": "int"}
     schema = dg.TableSchema(columns=[dg.TableColumn(c, types.get(c, "float")) for c in columns])
     records = [
-        dg.TableRecord({c: (int(row[c]) if types.get(c) == "int" else
-                            row[c] if c in types else round(float(row[c]), 4)) for c in columns})
-        for _, row in frame.iterrows()
+        dg.TableRecord({c: (int(row[c]) if types.get(c) == "int" else row[c] if c in types else round(float(row[c]), 4))
+                        for c in columns})
+        for row in frame[columns].to_dict("records")
     ]
     return dg.MetadataValue.table(records=records, schema=schema)
 
