@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from backtest_data import SYMBOLS, START, as_arrays, correct_one_bar, load_daily, rows
+from test_rollups import scratch_warehouse, timescale_on
 
 from cryptobt_pipelines import backtests
 from cryptobt_pipelines.backtests import (
@@ -20,6 +21,7 @@ from cryptobt_pipelines.backtests import (
 from cryptobt_pipelines.engine import METRIC_NAMES, load_catalog, run_backtests
 from cryptobt_pipelines.sources.batch import PriceBatch
 from cryptobt_pipelines.warehouse.backtests import read_prices
+from cryptobt_pipelines.warehouse.database import TIMESCALE, close_pools
 from cryptobt_pipelines.warehouse.load import load_batch
 from cryptobt_pipelines.warehouse.rollups import refresh_rollups
 
@@ -77,6 +79,23 @@ def test_stored_results_equal_a_direct_engine_call_on_the_same_bars(warehouse_ur
             assert [(t[1], t[2], t[3], t[4], t[5]) for t in trades] == [
                 (t["entry_price"], t["exit_price"], t["units"], t["pnl"], bool(t["is_open"])) for t in mine]
             assert [t[0] for t in trades] == [pd.Timestamp(stamps[b], tz=UTC) for b in mine["entry_bar"]]
+
+
+@pytest.mark.parametrize("backend", ["portable", TIMESCALE])
+def test_both_backends_store_the_same_results_and_skip_what_did_not_change(server_url, template_database, backend):
+    if backend == TIMESCALE and not timescale_on(server_url):
+        pytest.skip("the timescaledb extension is not installed and preloaded on the test server")
+    with scratch_warehouse(server_url, template_database, backend) as url:
+        batch = load_daily(url, SYMBOLS[:2], days=200)
+        assert run_batch(url, SYMBOLS[:2], plan_runs(["sma_cross", "dca"])).backtests_computed == 4
+        assert run_batch(url, SYMBOLS[:2], plan_runs(["sma_cross", "dca"])).backtests_computed == 0
+
+        arrays, stamps = as_arrays(batch, SYMBOLS[:2])
+        direct = run_backtests("dca", *arrays, timestamps=stamps)
+        stored_values = rows(url, "SELECT final_value FROM backtest.latest_results WHERE strategy = 'dca' "
+                                  "ORDER BY array_position(%s, symbol)", [SYMBOLS[:2]])
+        assert [v for v, in stored_values] == direct.metrics["final_value"][:, 0].tolist()
+        close_pools()  # pooled sessions would keep the scratch database from being dropped
 
 
 def test_bars_are_read_in_one_snapshot_onto_one_grid(warehouse_url):

@@ -131,8 +131,10 @@ def test_the_nightly_schedule_requests_one_run_over_every_crypto_while_something
     when = datetime(2026, 1, 2, 1, 30, tzinfo=UTC)
 
     def tick():
-        context = dg.build_schedule_context(instance=instance, resources=resources, scheduled_execution_time=when)
-        return nightly_backtests_schedule.evaluate_tick(context)
+        # As a context manager: the context's own instance handle is released when the tick is done.
+        with dg.build_schedule_context(instance=instance, resources=resources,
+                                       scheduled_execution_time=when) as context:
+            return nightly_backtests_schedule.evaluate_tick(context)
 
     [request] = tick().run_requests
     assert request.run_key == "nightly-2026-01-02"
@@ -149,7 +151,6 @@ def test_the_nightly_schedule_requests_one_run_over_every_crypto_while_something
 
 
 def test_the_schedule_waits_for_the_universe(warehouse_url):
-    with dg.instance_for_test() as empty:
-        context = dg.build_schedule_context(instance=empty,
-                                            resources={"warehouse": WarehouseResource(database_url=warehouse_url)})
+    resources = {"warehouse": WarehouseResource(database_url=warehouse_url)}
+    with dg.instance_for_test() as empty, dg.build_schedule_context(instance=empty, resources=resources) as context:
         assert "no crypto partitions yet" in nightly_backtests_schedule.evaluate_tick(context).skip_message

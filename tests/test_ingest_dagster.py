@@ -60,7 +60,7 @@ def test_definitions_load_with_every_domain_object():
     assert {"market/cryptos", "market/prices", "binance_klines", "coingecko_prices"} <= keys
     assert repository.get_sensor_def("landing_files_sensor").default_status == dg.DefaultSensorStatus.RUNNING
     groups = {repository.asset_graph.get(k).group_name for k in repository.asset_graph.get_all_asset_keys()}
-    assert groups == {"ingest", "aggregates"}
+    assert groups == {"ingest", "aggregates", "backtests"}
 
 
 def test_cryptos_asset_keeps_one_dynamic_partition_per_crypto(warehouse_url, tmp_path):
