@@ -245,7 +245,7 @@ def cold_start() -> None:
 # --- the nightly job through Dagster -------------------------------------------------------------------------
 
 
-def nightly_worker(url: str, storage_url: str, dagster_home: str) -> None:
+def nightly_worker(url: str, storage_url: str, dagster_home: str, crypto_metadata: str) -> None:
     """In a fresh process: the asset over every crypto partition in one run, three times (first, forced, unchanged)."""
     started = time.perf_counter()
     import dagster as dg
@@ -268,7 +268,8 @@ def nightly_worker(url: str, storage_url: str, dagster_home: str) -> None:
             result = dg.materialize(
                 [backtest_results], instance=instance, resources={"warehouse": WarehouseResource(database_url=url)},
                 tags={ASSET_PARTITION_RANGE_START_TAG: symbols[0], ASSET_PARTITION_RANGE_END_TAG: symbols[-1]},
-                run_config=dg.RunConfig(ops={"backtest_results": BacktestConfig(force=force)}),
+                run_config=dg.RunConfig(ops={"backtest_results": BacktestConfig(
+                    force=force, crypto_metadata=crypto_metadata == "True")}),
             )
             wall = time.perf_counter() - run_started
             events = result.asset_materializations_for_node("backtest_results")
@@ -279,7 +280,7 @@ def nightly_worker(url: str, storage_url: str, dagster_home: str) -> None:
     print(json.dumps({"import_s": imported, "runs": runs}))
 
 
-def nightly(home: Path, metrics: list[dict], event_batch_size: int = 0) -> None:
+def nightly(home: Path, metrics: list[dict], event_batch_size: int = 0, crypto_metadata: bool = True) -> None:
     from common import fresh_warehouse, server_url, universe_csv
 
     from cryptobt_pipelines.sources.synthetic import generate_prices
@@ -303,7 +304,7 @@ def nightly(home: Path, metrics: list[dict], event_batch_size: int = 0) -> None:
             storage_url = with_database(admin_url, storage_db).replace("postgresql://", "postgresql+psycopg2://", 1)
             try:
                 process_started = time.perf_counter()
-                figures = json.loads(in_process(["--nightly-worker", url, storage_url, scratch],
+                figures = json.loads(in_process(["--nightly-worker", url, storage_url, scratch, str(crypto_metadata)],
                                                 {"PYTHONPATH": str(ROOT), "DAGSTER_EVENT_BATCH_SIZE": str(event_batch_size)}))
                 process = time.perf_counter() - process_started
             finally:
@@ -318,7 +319,7 @@ def nightly(home: Path, metrics: list[dict], event_batch_size: int = 0) -> None:
     wall, engine = first["wall_s"], first["engine_ms"] / 1000
     metrics += [
         {"name": "nightly_wall_s", "value": round(wall, 3), "unit": "s", "cryptos": 263, "days": DAILY_DAYS,
-         "dagster_event_batch_size": event_batch_size,
+         "dagster_event_batch_size": event_batch_size, "crypto_metadata": crypto_metadata,
          "what": "backtest_results over every crypto partition in one run, fresh process, fresh warehouse"},
         {"name": "nightly_engine_s", "value": round(engine, 3), "unit": "s",
          "what": "engine calls inside that run (first calls load the numba cache)"},
@@ -350,11 +351,13 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=Path(tempfile.gettempdir()) / "cryptobt-bench-home",
                         help="embedded servers' folder (when CRYPTOBT_DATABASE_URL is unset)")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--no-crypto-metadata", action="store_true",
+                        help="the nightly run without per-partition metadata (BacktestConfig.crypto_metadata)")
     parser.add_argument("--event-batch-size", type=int, default=0,
                         help="DAGSTER_EVENT_BATCH_SIZE of the nightly run's process (0: Dagster's default, no batching)")
     parser.add_argument("--worker", nargs=4, metavar=("WORKLOAD", "ENGINE", "DATA_DIR", "OUTPUT"),
                         help=argparse.SUPPRESS)
-    parser.add_argument("--nightly-worker", nargs=3, metavar=("URL", "STORAGE_URL", "DAGSTER_HOME"),
+    parser.add_argument("--nightly-worker", nargs=4, metavar=("URL", "STORAGE_URL", "DAGSTER_HOME", "CRYPTO_METADATA"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -368,7 +371,7 @@ def main() -> None:
     if not args.nightly_only:
         engines_beside_vectorbt(args, metrics)
     if not args.no_nightly:
-        nightly(args.home, metrics, args.event_batch_size)
+        nightly(args.home, metrics, args.event_batch_size, not args.no_crypto_metadata)
     write_results(args.output, metrics, args.home)
 
 

@@ -32,11 +32,7 @@ BAR_SECONDS = {"1d": 86_400, "1h": 3_600}
 # Serialises writers: two batches replacing the same results would otherwise both delete, then collide.
 WRITE_LOCK_KEY = 7_311_010
 PRICE_FIELDS = ("open", "high", "low", "close")
-# One row of the bars queries as binary COPY sends it: field count, then (length, big-endian value) pairs.
-BAR_ROW = np.dtype(
-    [("fields", ">i2"), ("id_len", ">i4"), ("crypto_id", ">i4"), ("ts_len", ">i4"), ("ts", ">i8")]
-    + [item for f in PRICE_FIELDS for item in ((f"{f}_len", ">i4"), (f, ">f8"))]
-)
+ARRAY_HEADER_BYTES = 20  # dimensions, has-nulls flag, element type, length, lower bound
 TRADE_ROW = np.dtype(
     [("fields", ">i2"), ("result_id_len", ">i4"), ("result_id", ">i8"), ("trade_no_len", ">i4"), ("trade_no", ">i4")]
     + [item for name, kind in (("entry_ts", ">i8"), ("exit_ts", ">i8"), ("entry_price", ">f8"),
@@ -131,35 +127,51 @@ def read_prices(url: str | None, crypto_ids: Sequence[int], bar_seconds: int, st
                 raise ValueError(f"no hourly bars for {', '.join(other)}: hourly backtests need hourly raw bars")
             cryptos = [CryptoInputs(c.crypto_id, c.symbol, c.data_version, c.bar_seconds, False) for c in cryptos]
         name = "backtests/daily_bars" if bar_seconds == BAR_SECONDS["1d"] else "backtests/hourly_bars"
-        rows = _copy_out(conn, query(name), {"crypto_ids": list(crypto_ids), "start": start, "end": end})
-    return _on_grid(cryptos, bar_seconds, rows)
+        per_crypto = _copy_out(conn, query(name), {"crypto_ids": list(crypto_ids), "start": start, "end": end})
+    return _on_grid(cryptos, bar_seconds, per_crypto)
 
 
-def _copy_out(conn: psycopg.Connection, statement: str, params: dict) -> np.ndarray:
+def _copy_out(conn: psycopg.Connection, statement: str, params: dict) -> dict[int, list[np.ndarray]]:
+    """crypto_id -> [bar times (µs since 2000), open, high, low, close] from binary COPY rows of
+    (crypto_id, timestamptz[], four float8[])."""
     data = bytearray()
     with conn.cursor().copy(statement, params) as copy:
-        for chunk in copy:  # a row at a time: appending beats b"".join, which holds every row's buffer
+        for chunk in copy:
             data += chunk
-    body = memoryview(data)[len(BINARY_COPY_HEADER): len(data) - len(BINARY_COPY_TRAILER)]
-    return np.frombuffer(body, dtype=BAR_ROW)
+    view = memoryview(data)
+    position = len(BINARY_COPY_HEADER)
+    per_crypto = {}
+    while int.from_bytes(view[position: position + 2], "big", signed=True) != -1:  # the trailer
+        crypto_id = int.from_bytes(view[position + 6: position + 10], "big", signed=True)
+        position += 10  # field count, then the crypto_id's length and value
+        arrays = []
+        for kind in (">i8", ">f8", ">f8", ">f8", ">f8"):
+            length = int.from_bytes(view[position: position + 4], "big", signed=True)
+            n = int.from_bytes(view[position + 16: position + 20], "big", signed=True)
+            start = position + 4 + ARRAY_HEADER_BYTES
+            # Every element is its own (length, value) pair; no element is NULL (the columns are NOT NULL).
+            elements = np.frombuffer(view[start: start + 12 * n], dtype=[("len", ">i4"), ("value", kind)])
+            arrays.append(elements["value"].astype(kind[1:]))
+            position += 4 + length
+        per_crypto[crypto_id] = arrays
+    return per_crypto
 
 
-def _on_grid(cryptos: list[CryptoInputs], bar_seconds: int, rows: np.ndarray) -> PriceArrays:
+def _on_grid(cryptos: list[CryptoInputs], bar_seconds: int, per_crypto: dict[int, list[np.ndarray]]) -> PriceArrays:
     step_us = bar_seconds * 1_000_000
-    ts = rows["ts"].astype(np.int64)
-    first = int(ts.min()) if len(ts) else 0
-    n_bars = int((ts.max() - first) // step_us) + 1 if len(ts) else 0
-    ids = np.array([c.crypto_id for c in cryptos], dtype=np.int64)
-    order = np.argsort(ids)
-    columns = order[np.searchsorted(ids, rows["crypto_id"].astype(np.int64), sorter=order)]
-    bar_rows = (ts - first) // step_us
-    arrays = {}
-    for field in PRICE_FIELDS:
-        wide = np.full((n_bars, len(cryptos)), np.nan)
-        wide[bar_rows, columns] = rows[field]
-        arrays[field] = wide
+    stamps = [arrays[0] for arrays in per_crypto.values()]
+    first = min((int(t.min()) for t in stamps), default=0)
+    n_bars = max((int(t.max() - first) // step_us + 1 for t in stamps), default=0)
+    wide = {field: np.full((n_bars, len(cryptos)), np.nan) for field in PRICE_FIELDS}
+    for column, crypto in enumerate(cryptos):
+        if crypto.crypto_id not in per_crypto:
+            continue
+        ts, *values = per_crypto[crypto.crypto_id]
+        rows = (ts - first) // step_us
+        for field, value in zip(PRICE_FIELDS, values):
+            wide[field][rows, column] = value
     timestamps = (np.arange(n_bars, dtype=np.int64) * step_us + first + PG_EPOCH_US).astype("datetime64[us]")
-    return PriceArrays(cryptos, bar_seconds, timestamps, **arrays)
+    return PriceArrays(cryptos, bar_seconds, timestamps, **wide)
 
 
 # --- writing ------------------------------------------------------------------------------------------------
