@@ -269,7 +269,7 @@ def nightly_worker(url: str, storage_url: str, dagster_home: str, crypto_metadat
                 [backtest_results], instance=instance, resources={"warehouse": WarehouseResource(database_url=url)},
                 tags={ASSET_PARTITION_RANGE_START_TAG: symbols[0], ASSET_PARTITION_RANGE_END_TAG: symbols[-1]},
                 run_config=dg.RunConfig(ops={"backtest_results": BacktestConfig(
-                    force=force, crypto_metadata=crypto_metadata == "True")}),
+                    force=force, **({"crypto_metadata_up_to": len(symbols)} if crypto_metadata == "True" else {}))}),
             )
             wall = time.perf_counter() - run_started
             events = result.asset_materializations_for_node("backtest_results")
@@ -280,7 +280,7 @@ def nightly_worker(url: str, storage_url: str, dagster_home: str, crypto_metadat
     print(json.dumps({"import_s": imported, "runs": runs}))
 
 
-def nightly(home: Path, metrics: list[dict], event_batch_size: int = 0, crypto_metadata: bool = True) -> None:
+def nightly(home: Path, metrics: list[dict], event_batch_size: int = 0, crypto_metadata: bool = False) -> None:
     from common import fresh_warehouse, server_url, universe_csv
 
     from cryptobt_pipelines.sources.synthetic import generate_prices
@@ -351,8 +351,8 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=Path(tempfile.gettempdir()) / "cryptobt-bench-home",
                         help="embedded servers' folder (when CRYPTOBT_DATABASE_URL is unset)")
     parser.add_argument("--output", type=Path, default=RESULTS)
-    parser.add_argument("--no-crypto-metadata", action="store_true",
-                        help="the nightly run without per-partition metadata (BacktestConfig.crypto_metadata)")
+    parser.add_argument("--crypto-metadata", action="store_true",
+                        help="the nightly run with per-partition metadata (BacktestConfig.crypto_metadata_up_to)")
     parser.add_argument("--event-batch-size", type=int, default=0,
                         help="DAGSTER_EVENT_BATCH_SIZE of the nightly run's process (0: Dagster's default, no batching)")
     parser.add_argument("--worker", nargs=4, metavar=("WORKLOAD", "ENGINE", "DATA_DIR", "OUTPUT"),
@@ -371,7 +371,7 @@ def main() -> None:
     if not args.nightly_only:
         engines_beside_vectorbt(args, metrics)
     if not args.no_nightly:
-        nightly(args.home, metrics, args.event_batch_size, not args.no_crypto_metadata)
+        nightly(args.home, metrics, args.event_batch_size, args.crypto_metadata)
     write_results(args.output, metrics, args.home)
 
 

@@ -79,7 +79,10 @@ def test_one_run_over_several_partitions_reads_the_bars_once_and_writes_every_re
 def test_the_best_results_get_equity_and_drawdown_pictures(warehouse_url, instance):
     load_daily(warehouse_url)
 
-    partitions = by_partition(materialize(warehouse_url, instance, config=BacktestConfig(charts=2)))
+    partitions = by_partition(materialize(warehouse_url, instance,
+                                          config=BacktestConfig(charts=2, crypto_metadata_up_to=3)))
+
+    assert not any("results" in metadata for metadata in partitions.values())  # 4 cryptos: run summary only
 
     best = [r.data["symbol"] for r in partitions["BTC"]["leaderboard"].records[:2]]
     charted = {p for p, metadata in partitions.items() if "best_result_charts" in metadata}
