@@ -127,6 +127,24 @@ def test_a_rerun_replaces_results_curves_and_trades_instead_of_adding_them(wareh
                                "(SELECT 1 FROM backtest.results r WHERE r.result_id = t.result_id)") == [(0,)]
 
 
+def test_results_of_former_defaults_stay_but_lose_the_default_mark(warehouse_url):
+    load_daily(warehouse_url, SYMBOLS[:2])
+    run_batch(warehouse_url, SYMBOLS[:2], plan_runs(["sma_cross"]))
+    # As if the catalog's defaults had been others when this result was computed.
+    rows(warehouse_url, "INSERT INTO backtest.results (run_id, crypto_id, strategy_id, params, params_hash, is_default, "
+                        "bar_seconds, n_bars, data_version, rollup_pending, final_value, total_return, cagr, sharpe, "
+                        "sortino, max_drawdown, calmar, win_rate, profit_factor, n_trades, exposure) "
+                        "SELECT run_id, crypto_id, strategy_id, params, 'former-defaults', true, bar_seconds, n_bars, "
+                        "data_version, rollup_pending, final_value, total_return, cagr, sharpe, sortino, max_drawdown, "
+                        "calmar, win_rate, profit_factor, n_trades, exposure FROM backtest.results RETURNING 1")
+
+    run_batch(warehouse_url, SYMBOLS[:2], plan_runs(["sma_cross"]), force=True)
+
+    assert rows(warehouse_url, "SELECT params_hash = 'former-defaults', count(*) FROM backtest.latest_results "
+                               "WHERE is_default GROUP BY 1") == [(False, 2)]
+    assert rows(warehouse_url, "SELECT count(*) FROM backtest.results") == [(4,)]
+
+
 def test_unchanged_inputs_are_skipped_and_a_new_data_version_recomputes_only_its_crypto(warehouse_url):
     batch = load_daily(warehouse_url)
     run_batch(warehouse_url, SYMBOLS, plan_runs())

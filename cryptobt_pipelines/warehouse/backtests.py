@@ -297,6 +297,12 @@ def _delete_replaced(conn: psycopg.Connection, run: EngineRun) -> int:
     ids = [row[0] for row in deleted]
     if ids:
         conn.execute(query("backtests/delete_trades"), {"result_ids": ids})
+    if run.default_set is not None:
+        conn.execute(query("backtests/retire_old_defaults"), {
+            "crypto_ids": [c.crypto_id for c in run.prices.cryptos], "strategy_id": run.result.strategy.id,
+            "params_hash": run.params_hashes[run.default_set], "bar_seconds": run.prices.bar_seconds,
+            "window_start": run.window_start, "window_end": run.window_end,
+        })
     return len(ids)
 
 

@@ -4,8 +4,9 @@ One partition per crypto (the dynamic ``cryptos`` partitions); a backfill or the
 cryptos in a single run (``BackfillPolicy.single_run``): their bars are read in one query, each strategy runs
 once over all of them, and the results go in with COPY (``cryptobt_pipelines.backtests.run_batch``). Backtests
 whose inputs did not change since they were stored are skipped. The asset returns MaterializeResult metadata,
-never data: Dagster records one materialization per partition of the run, each with the run's summary plus
-its crypto's own (added per partition with ``add_asset_metadata``).
+never data: Dagster records one materialization per partition of the run, each with the run's summary and
+leaderboard; in small runs also its crypto's own results, and for the best results a picture (both added per
+partition with ``add_asset_metadata``).
 """
 
 
@@ -40,7 +41,7 @@ class BacktestConfig(dg.Config):
     # Each partition's own results table and data version, in runs of at most this many cryptos. Over the
     # whole universe it would cost more than everything else: Dagster re-reads the partitions from its storage
     # for every partition given metadata, and stores the larger events (measured: a 263-crypto run took
-    # 23 s with it, 8 s without). The views hold the same per-crypto figures.
+    # 35 s with it, 12 s without). The views hold the same per-crypto figures.
     crypto_metadata_up_to: int = 25
 
 
@@ -60,7 +61,8 @@ def planned_runs(config: BacktestConfig) -> list[PlannedRun]:
     group_name="backtests",
     kinds={"postgres"},
     description=(
-        "Every catalog strategy at its defaults (plus configured grids) over each crypto's daily bars, in "
+        "Every catalog strategy at its defaults (plus configured grids) over each crypto's daily bars (hourly "
+        "by config), in "
         "backtest.results / equity / trades (read through the backtest.* views). Unchanged inputs are skipped."
     ),
 )
