@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import psycopg
+from psycopg import sql as pgsql
 from psycopg.types.json import Jsonb
 
 from cryptobt_pipelines.engine import METRIC_NAMES, BacktestResult, Strategy, load_catalog
@@ -126,12 +127,16 @@ def read_prices(url: str | None, crypto_ids: Sequence[int], bar_seconds: int, st
             if other:
                 raise ValueError(f"no hourly bars for {', '.join(other)}: hourly backtests need hourly raw bars")
             cryptos = [CryptoInputs(c.crypto_id, c.symbol, c.data_version, c.bar_seconds, False) for c in cryptos]
-        name = "backtests/daily_bars" if bar_seconds == BAR_SECONDS["1d"] else "backtests/hourly_bars"
-        per_crypto = _copy_out(conn, query(name), {"crypto_ids": list(crypto_ids), "start": start, "end": end})
+        daily = bar_seconds == BAR_SECONDS["1d"]
+        statement = pgsql.SQL(query("backtests/bars")).format(
+            bars=pgsql.Identifier("market", "prices_daily" if daily else "prices"),
+            time=pgsql.Identifier("bucket" if daily else "ts"))
+        per_crypto = _copy_out(conn, statement, {"crypto_ids": list(crypto_ids), "start": start, "end": end,
+                                                 "bar_seconds": bar_seconds})
     return _on_grid(cryptos, bar_seconds, per_crypto)
 
 
-def _copy_out(conn: psycopg.Connection, statement: str, params: dict) -> dict[int, list[np.ndarray]]:
+def _copy_out(conn: psycopg.Connection, statement: pgsql.Composable, params: dict) -> dict[int, list[np.ndarray]]:
     """crypto_id -> [bar times (µs since 2000), open, high, low, close] from binary COPY rows of
     (crypto_id, timestamptz[], four float8[])."""
     data = bytearray()
