@@ -1,6 +1,6 @@
 """Backtest engine benchmark: the engine beside vectorbt (when installed) on the same generated data.
 
-    python bench/engine.py [--runs 3] [--no-vectorbt]
+    python bench/engine.py [--runs 3] [--no-vectorbt] [--nightly-only | --no-nightly] [--home DIR]
 
 Workloads (ANCHORS.md): every catalog strategy at its defaults over 263 cryptos x 2,000 days; a 100-pair SMA grid
 over the same days (26,300 backtests); SMA 20/50 over 263 cryptos x 5 years hourly. Each workload runs in its own
@@ -14,7 +14,14 @@ bar, sees the same bars as the engine; bars before a listing stay NaN. "Same num
 trade counts of every crypto whose definitions coincide in both (dca and rsi have no like-for-like vectorbt setup).
 Known difference: after an exact tie (fast == slow on the previous bar) vectorbt's crossed_above still fires, the
 contract's strict crossover does not; flat stretches make such ties happen in ema_cross.
-Prints figures only; never asserts.
+
+Then the nightly job end to end through Dagster: a fresh warehouse (``bench/common.py``) holding the daily set
+(263 cryptos x 2,000 days), and in a fresh process (as a launched run would be) the ``backtest_results`` asset
+materialized over all 263 crypto partitions in one run, on an instance whose run and event storage is
+PostgreSQL beside it: ``nightly_wall_s`` is that run from start to end, ``nightly_engine_s`` the engine's own
+time inside it (its first calls load the numba cache); the run's load/engine/write split; the same run again
+warm with ``force``, and once more with nothing changed (every backtest skipped).
+Prints a table and writes ``bench/results/engine.json``. Prints figures only; never asserts.
 """
 
 from __future__ import annotations
@@ -35,6 +42,9 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+RESULTS = Path(__file__).parent / "results" / "engine.json"
+DAILY_START = datetime(2019, 1, 1)
+DAILY_DAYS = 2000
 
 GRID = [(fast, slow) for fast in (5, 10, 15, 20, 25, 30, 35, 40, 45, 50) for slow in (60, 80, 100, 120, 140, 160, 180, 200, 220, 250)]
 WORKLOADS = {
@@ -53,7 +63,7 @@ def make_data(directory: Path) -> None:
 
     symbols = pd.read_csv(ROOT / "assets" / "cryptos.csv")["symbol"].tolist()
     for name, start, end, bar_seconds in (
-        ("daily", datetime(2019, 1, 1), datetime(2019, 1, 1) + pd.Timedelta(days=2000), 86400),
+        ("daily", DAILY_START, DAILY_START + pd.Timedelta(days=DAILY_DAYS), 86400),
         ("hourly", datetime(2019, 1, 1), datetime(2024, 1, 1), 3600),
     ):
         bars = generate_prices(symbols, start, end, bar_seconds, seed=7).bars
@@ -232,18 +242,154 @@ def cold_start() -> None:
             print(f"  {label}: {done.stdout.strip() or done.stderr[-500:]}")
 
 
+# --- the nightly job through Dagster -------------------------------------------------------------------------
+
+
+def nightly_worker(url: str, storage_url: str, dagster_home: str, crypto_metadata: str) -> None:
+    """In a fresh process: the asset over every crypto partition in one run, three times (first, forced, unchanged)."""
+    started = time.perf_counter()
+    import dagster as dg
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    from cryptobt_pipelines.defs.backtests.assets import BacktestConfig, backtest_results
+    from cryptobt_pipelines.defs.resources import WarehouseResource
+    from cryptobt_pipelines.warehouse.universe import read_universe
+
+    imported = time.perf_counter() - started
+    Path(dagster_home, "dagster.yaml").write_text(
+        f"storage:\n  postgres:\n    postgres_url: {json.dumps(storage_url)}\ntelemetry:\n  enabled: false\n")
+    os.environ["DAGSTER_HOME"] = dagster_home
+    symbols = read_universe()["symbol"].tolist()
+    runs = {}
+    with dg.DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions("cryptos", symbols)
+        for label, force in (("first", False), ("warm", True), ("unchanged", False)):
+            run_started = time.perf_counter()
+            result = dg.materialize(
+                [backtest_results], instance=instance, resources={"warehouse": WarehouseResource(database_url=url)},
+                tags={ASSET_PARTITION_RANGE_START_TAG: symbols[0], ASSET_PARTITION_RANGE_END_TAG: symbols[-1]},
+                run_config=dg.RunConfig(ops={"backtest_results": BacktestConfig(
+                    force=force, **({"crypto_metadata_up_to": len(symbols)} if crypto_metadata == "True" else {}))}),
+            )
+            wall = time.perf_counter() - run_started
+            events = result.asset_materializations_for_node("backtest_results")
+            summary = {k: v.value for k, v in events[0].metadata.items()
+                       if k in ("backtests_computed", "backtests_skipped", "results_written", "equity_points_written",
+                                "trades_written", "bars_read", "load_ms", "engine_ms", "write_ms", "batch_ms")}
+            runs[label] = {"wall_s": wall, "materializations": len(events), **summary}
+    print(json.dumps({"import_s": imported, "runs": runs}))
+
+
+def nightly(home: Path, metrics: list[dict], event_batch_size: int = 0, crypto_metadata: bool = False) -> None:
+    from common import fresh_warehouse, server_url, universe_csv
+
+    from cryptobt_pipelines.sources.synthetic import generate_prices
+    from cryptobt_pipelines.warehouse.database import create_database, drop_database, with_database
+    from cryptobt_pipelines.warehouse.load import load_batch
+    from cryptobt_pipelines.warehouse.rollups import refresh_rollups
+
+    admin_url = server_url(home)
+    storage_db = "bench_engine_dagster"
+    with tempfile.TemporaryDirectory() as scratch:
+        csv, symbols = universe_csv(263, Path(scratch))
+        with fresh_warehouse(admin_url, "bench_engine_nightly", csv) as url:
+            batch = generate_prices(symbols, DAILY_START, DAILY_START + pd.Timedelta(days=DAILY_DAYS), 86400, seed=7)
+            load_batch(batch, url=url)
+            refresh_rollups(url)
+            with __import__("psycopg").connect(url, autocommit=True) as conn:
+                conn.execute("ANALYZE")
+            print(f"\nnightly job through Dagster: {len(batch.bars):,} daily bars of {len(symbols)} cryptos", flush=True)
+            drop_database(admin_url, storage_db)
+            create_database(admin_url, storage_db)
+            storage_url = with_database(admin_url, storage_db).replace("postgresql://", "postgresql+psycopg2://", 1)
+            try:
+                process_started = time.perf_counter()
+                figures = json.loads(in_process(["--nightly-worker", url, storage_url, scratch, str(crypto_metadata)],
+                                                {"PYTHONPATH": str(ROOT), "DAGSTER_EVENT_BATCH_SIZE": str(event_batch_size)}))
+                process = time.perf_counter() - process_started
+            finally:
+                drop_database(admin_url, storage_db)
+    first, warm, unchanged = (figures["runs"][k] for k in ("first", "warm", "unchanged"))
+    for label, run in figures["runs"].items():
+        print(f"  {label:9s} run {run['wall_s']:6.2f} s: read {run['load_ms']:6.0f} ms, engine {run['engine_ms']:6.0f} ms, "
+              f"write {run['write_ms']:6.0f} ms, whole batch {run['batch_ms']:6.0f} ms, Dagster and metadata "
+              f"{run['wall_s'] * 1000 - run['batch_ms']:6.0f} ms; {run['backtests_computed']} computed, "
+              f"{run['backtests_skipped']} skipped, {run['materializations']} materializations")
+    print(f"  process: {process:.2f} s in all (imports {figures['import_s']:.2f} s)")
+    wall, engine = first["wall_s"], first["engine_ms"] / 1000
+    metrics += [
+        {"name": "nightly_wall_s", "value": round(wall, 3), "unit": "s", "cryptos": 263, "days": DAILY_DAYS,
+         "dagster_event_batch_size": event_batch_size, "crypto_metadata": crypto_metadata,
+         "what": "backtest_results over every crypto partition in one run, fresh process, fresh warehouse"},
+        {"name": "nightly_engine_s", "value": round(engine, 3), "unit": "s",
+         "what": "engine calls inside that run (first calls load the numba cache)"},
+        {"name": "nightly_wall_over_engine", "value": round(wall / engine, 1), "unit": "x", "goal": 2},
+        {"name": "nightly_batch_s", "value": round(first["batch_ms"] / 1000, 3), "unit": "s",
+         "what": "the plain batch inside the run: skip check, read, engine, write"},
+        {"name": "nightly_read_s", "value": round(first["load_ms"] / 1000, 3), "unit": "s",
+         "bars": first["bars_read"]},
+        {"name": "nightly_write_s", "value": round(first["write_ms"] / 1000, 3), "unit": "s",
+         "results": first["results_written"], "equity_points": first["equity_points_written"],
+         "trades": first["trades_written"]},
+        {"name": "nightly_dagster_s", "value": round(wall - first["batch_ms"] / 1000, 3), "unit": "s",
+         "what": "run start/end, 263 materialization events, leaderboard and charts"},
+        {"name": "nightly_warm_wall_s", "value": round(warm["wall_s"], 3), "unit": "s",
+         "engine_s": round(warm["engine_ms"] / 1000, 3), "what": "the same run again, forced, same process"},
+        {"name": "nightly_unchanged_wall_s", "value": round(unchanged["wall_s"], 3), "unit": "s",
+         "skipped": unchanged["backtests_skipped"], "what": "nothing changed: every backtest skipped"},
+        {"name": "nightly_process_s", "value": round(process, 3), "unit": "s",
+         "imports_s": round(figures["import_s"], 3), "what": "the fresh process with its three runs"},
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-vectorbt", action="store_true")
+    parser.add_argument("--nightly-only", action="store_true", help="only the nightly job through Dagster")
+    parser.add_argument("--no-nightly", action="store_true", help="skip the nightly job through Dagster")
+    parser.add_argument("--home", type=Path, default=Path(tempfile.gettempdir()) / "cryptobt-bench-home",
+                        help="embedded servers' folder (when CRYPTOBT_DATABASE_URL is unset)")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--crypto-metadata", action="store_true",
+                        help="the nightly run with per-partition metadata (BacktestConfig.crypto_metadata_up_to)")
+    parser.add_argument("--event-batch-size", type=int, default=0,
+                        help="DAGSTER_EVENT_BATCH_SIZE of the nightly run's process (0: Dagster's default, no batching)")
     parser.add_argument("--worker", nargs=4, metavar=("WORKLOAD", "ENGINE", "DATA_DIR", "OUTPUT"),
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--nightly-worker", nargs=4, metavar=("URL", "STORAGE_URL", "DAGSTER_HOME", "CRYPTO_METADATA"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         workload, engine, directory, output = args.worker
         worker(workload, engine, Path(directory), args.runs, Path(output))
         return
+    if args.nightly_worker:
+        nightly_worker(*args.nightly_worker)
+        return
+    metrics: list[dict] = []
+    if not args.nightly_only:
+        engines_beside_vectorbt(args, metrics)
+    if not args.no_nightly:
+        nightly(args.home, metrics, args.event_batch_size, args.crypto_metadata)
+    write_results(args.output, metrics, args.home)
 
+
+def write_results(output: Path, metrics: list[dict], home: Path) -> None:
+    from common import machine, print_table, server_url
+
+    print_table(metrics)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps({"metrics": metrics, "machine": machine(server_url(home)),
+                                  "run_at": datetime.now().astimezone().isoformat(timespec="seconds")}, indent=2) + "\n")
+    print(f"\nwrote {output}")
+
+
+WORKLOAD_NAMES = {"catalog, 263 x 2,000 days": "catalog_daily", "SMA grid, 100 pairs x 263 x 2,000 days": "sma_grid_daily",
+                  "SMA 20/50, 263 x 5 years hourly": "sma_hourly"}
+
+
+def engines_beside_vectorbt(args, metrics: list[dict]) -> None:
     try:
         import vectorbt
 
@@ -269,9 +415,16 @@ def main() -> None:
                 medians[engine] = statistics.median(warm)
                 print(f"  {engine:9s} median {medians[engine]:7.3f} s (min {min(warm):.3f}, max {max(warm):.3f}); "
                       f"first call {figures['first']:.2f} s; peak +{figures['peak_mb']:.0f} MB")
+            name = WORKLOAD_NAMES[workload]
+            metrics.append({"name": f"{name}_engine_s", "value": round(medians["engine"], 4), "unit": "s"})
             if len(engines) == 2:
-                print(f"  speed-up {medians['vectorbt'] / medians['engine']:.1f}x; "
-                      f"same numbers: {same_numbers(directory / 'engine.npz', directory / 'vectorbt.npz')}")
+                same = same_numbers(directory / "engine.npz", directory / "vectorbt.npz")
+                print(f"  speed-up {medians['vectorbt'] / medians['engine']:.1f}x; same numbers: {same}")
+                metrics += [
+                    {"name": f"{name}_vectorbt_s", "value": round(medians["vectorbt"], 4), "unit": "s"},
+                    {"name": f"{name}_speedup", "value": round(medians["vectorbt"] / medians["engine"], 1),
+                     "unit": "x", "same_numbers": same},
+                ]
     print("\ncold start, fresh process (import + first call, 263 x 2,000 daily SMA):")
     cold_start()
 

@@ -221,6 +221,75 @@ def _refresh_derived(url: str, rebuild_dashboard: bool = False) -> None:
                f"in {dashboard.seconds * 1000:.1f} ms")
 
 
+# --- backtest ---------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--strategy", help="Catalog strategy (assets/strategies.json), e.g. sma_cross.")
+@click.option("--crypto", "cryptos", help="Symbols, comma-separated: BTC,ETH.")
+@click.option("--start", help="First day of the window (YYYY-MM-DD); default: each crypto's first bar.")
+@click.option("--end", help="Last day of the window, included (YYYY-MM-DD); default: the last whole bar.")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="A strategy or common parameter (fee, slippage, initial_investment, fill); repeatable.")
+@click.option("--interval", default="1d", show_default=True,
+              help="1d: daily rollup; 1h: raw hourly bars (cryptos loaded with hourly bars).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per crypto.")
+def backtest(strategy: str | None, cryptos: str | None, start: str | None, end: str | None, params: tuple[str, ...],
+             interval: str, as_json: bool) -> None:
+    """Backtest a strategy over cryptos from the warehouse's bars (computed now; nothing is stored)."""
+    import json
+    import math
+    from datetime import date
+
+    from cryptobt_pipelines.backtests import BacktestSpec, backtest_cryptos, params_from_text, resolve_symbols
+
+    if not strategy:
+        _fail("--strategy is required")
+    symbols = [s.strip().upper() for s in (cryptos or "").split(",") if s.strip()]
+    if not symbols:
+        _fail("--crypto is required: one or more symbols, comma-separated")
+    days = {}
+    for option, text in (("--start", start), ("--end", end)):
+        try:
+            days[option] = date.fromisoformat(text) if text else None
+        except ValueError:
+            _fail(f"{option} {text!r}: expected a date YYYY-MM-DD")
+    try:
+        spec = BacktestSpec.build(strategy, [params_from_text(strategy, params)], start=days["--start"],
+                                  end=days["--end"], interval=interval)
+        url = _prepare_warehouse()
+        ids = [c.crypto_id for c in resolve_symbols(symbols, url)]
+        results = backtest_cryptos(spec.strategy.name, ids, spec.param_sets[0], start=spec.start, end=spec.end,
+                                   interval=interval, url=url)
+    except ValueError as error:
+        _fail(str(error))
+    empty = [r.symbol for r in results if r.n_bars == 0]
+    if empty:
+        _fail(f"no {interval} bars in the window for {', '.join(empty)}")
+
+    if as_json:
+        # Strict JSON has no Infinity: an infinite profit factor (gains, no loss) prints as null.
+        finite = lambda x: x if not isinstance(x, float) or math.isfinite(x) else None  # noqa: E731
+        answer = [{"strategy": spec.strategy.name, "interval": interval,
+                   **{k: finite(v) for k, v in r.as_dict().items()}} for r in results]
+        click.echo(json.dumps(answer, indent=2, allow_nan=False))
+        return
+    own = {k: v for k, v in spec.param_sets[0].items() if k in {p.name for p in spec.strategy.parameters}}
+    click.echo(f"{spec.strategy.name} {own or ''} · {interval} · fee {spec.param_sets[0]['fee']} · "
+               f"slippage {spec.param_sets[0]['slippage']} · fill at {spec.param_sets[0]['fill']}")
+    header = (f"{'symbol':<8} {'first bar':<10} {'last bar':<10} {'final value':>13} {'return':>9} {'cagr':>8} "
+              f"{'sharpe':>7} {'sortino':>7} {'max dd':>7} {'calmar':>7} {'win rate':>8} {'profit f.':>9} "
+              f"{'trades':>6} {'exposure':>8}")
+    click.echo(header)
+    click.echo("-" * len(header))
+    for r in results:
+        m = r.metrics
+        click.echo(f"{r.symbol:<8} {r.first_bar:%Y-%m-%d} {r.last_bar:%Y-%m-%d} {m['final_value']:>13,.2f} "
+                   f"{m['total_return']:>9.1%} {m['cagr']:>8.1%} {m['sharpe']:>7.2f} {m['sortino']:>7.2f} "
+                   f"{m['max_drawdown']:>7.1%} {m['calmar']:>7.2f} {m['win_rate']:>8.1%} {m['profit_factor']:>9.2f} "
+                   f"{m['n_trades']:>6d} {m['exposure']:>8.1%}")
+
+
 # --- dev: what `make run` runs ------------------------------------------------------------------------------
 
 

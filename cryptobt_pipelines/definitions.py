@@ -1,10 +1,10 @@
 """The code location: every Dagster object under defs/, found by folder (domains: ingest, quality, ...)."""
 
-import dagster as dg
+from pathlib import Path
 
-from cryptobt_pipelines.settings import PROJECT_ROOT
+import dagster as dg
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.load_from_defs_folder(project_root=PROJECT_ROOT)
+    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)

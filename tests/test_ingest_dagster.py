@@ -60,7 +60,7 @@ def test_definitions_load_with_every_domain_object():
     assert {"market/cryptos", "market/prices", "binance_klines", "coingecko_prices"} <= keys
     assert repository.get_sensor_def("landing_files_sensor").default_status == dg.DefaultSensorStatus.RUNNING
     groups = {repository.asset_graph.get(k).group_name for k in repository.asset_graph.get_all_asset_keys()}
-    assert groups == {"ingest", "aggregates", "cache", "dashboard"}
+    assert groups == {"ingest", "aggregates", "cache", "dashboard", "backtests"}
     assert repository.get_sensor_def("dashboard_after_rollups_sensor").default_status == dg.DefaultSensorStatus.RUNNING
 
 
