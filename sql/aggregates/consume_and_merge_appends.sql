@@ -44,42 +44,33 @@ new_weeks AS MATERIALIZED (
     FROM new_days
     GROUP BY 1, 2
 ),
--- Each new bucket's row, if it has one: found once, then updated by its tuple id.
-day_rows AS MATERIALIZED (
-    SELECT n.*, d.ctid AS row_id
-    FROM new_days n
-    LEFT JOIN market.prices_daily d ON d.crypto_id = n.crypto_id AND d.bucket = n.bucket
-),
+-- Every part of a statement sees the tables as they were before it: a new bucket's row either was
+-- there (merged) or was not (inserted whole).
 merged_days AS (
     UPDATE market.prices_daily d
     SET high = greatest(d.high, n.high), low = least(d.low, n.low), close = n.close,
         volume = d.volume + n.volume, n_bars = d.n_bars + n.n_bars
-    FROM day_rows n
-    WHERE d.ctid = n.row_id
+    FROM new_days n
+    WHERE d.crypto_id = n.crypto_id AND d.bucket = n.bucket
 ),
 inserted_days AS (
     INSERT INTO market.prices_daily (crypto_id, bucket, open, high, low, close, volume, n_bars)
     SELECT crypto_id, bucket, open, high, low, close, volume, n_bars
-    FROM day_rows
-    WHERE row_id IS NULL
-),
-week_rows AS MATERIALIZED (
-    SELECT n.*, w.ctid AS row_id
-    FROM new_weeks n
-    LEFT JOIN market.prices_weekly w ON w.crypto_id = n.crypto_id AND w.bucket = n.bucket
+    FROM new_days n
+    WHERE NOT EXISTS (SELECT FROM market.prices_daily d WHERE d.crypto_id = n.crypto_id AND d.bucket = n.bucket)
 ),
 merged_weeks AS (
     UPDATE market.prices_weekly w
     SET high = greatest(w.high, n.high), low = least(w.low, n.low), close = n.close,
         volume = w.volume + n.volume, n_bars = w.n_bars + n.n_bars
-    FROM week_rows n
-    WHERE w.ctid = n.row_id
+    FROM new_weeks n
+    WHERE w.crypto_id = n.crypto_id AND w.bucket = n.bucket
 ),
 inserted_weeks AS (
     INSERT INTO market.prices_weekly (crypto_id, bucket, open, high, low, close, volume, n_bars)
     SELECT crypto_id, bucket, open, high, low, close, volume, n_bars
-    FROM week_rows
-    WHERE row_id IS NULL
+    FROM new_weeks n
+    WHERE NOT EXISTS (SELECT FROM market.prices_weekly w WHERE w.crypto_id = n.crypto_id AND w.bucket = n.bucket)
 ),
 moved_heads AS (
     UPDATE market.rollup_heads h
