@@ -14,6 +14,7 @@ TimescaleDB: the same two names are native continuous aggregates. A refresh call
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -51,6 +52,7 @@ def refresh_rollups(url: str | None = None, window_start: datetime | None = None
     with transaction(url) as conn:
         if backend_of(conn) != TIMESCALE:
             conn.execute(query("aggregates/refresh_settings"))
+            # Taken before the next statement takes its snapshot: it must see what the refresh before it did.
             conn.execute("SELECT pg_advisory_xact_lock(%s)", [REFRESH_LOCK_KEY])
             *counts, appended, crypto_ids, first_days, last_days = conn.execute(
                 _consuming("aggregates/consume_and_merge_appends"), {**window, "through_id": EVERY_ENTRY}
@@ -94,7 +96,7 @@ def _consuming(name: str) -> str:
         consume_invalidations=pgsql.SQL(query("aggregates/consume_invalidations"))).as_string()
 
 
-def _record(conn, window: dict, counts: list[int], started: float, appended: int = 0) -> RefreshReport:
+def _record(conn, window: dict, counts: Sequence[int], started: float, appended: int = 0) -> RefreshReport:
     ranges, days, weeks = counts
     refresh_id, pending = conn.execute(
         query("aggregates/record_refresh"),
