@@ -1,6 +1,6 @@
 """Benchmark of the rollups: full build beside the incremental refresh after appending one hour.
 
-    PYTHONPATH=. python bench/rollups.py [--cryptos 263] [--years 5] [--warmup 5] [--appends 20]
+    PYTHONPATH=. python bench/rollups.py [--cryptos 263] [--years 5] [--warmup 10] [--appends 20]
 
 On one fresh warehouse filled with the full-scale synthetic set (263 cryptos × 5 years hourly): the daily and
 weekly rollups built by a plain full `INSERT … SELECT … GROUP BY` (the rebuild the incremental path avoids),
@@ -37,7 +37,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cryptos", type=int, default=263)
     parser.add_argument("--years", type=float, default=5.0)
-    parser.add_argument("--warmup", type=int, default=5, help="one-hour appends refreshed before timing")
+    parser.add_argument("--warmup", type=int, default=10,
+                        help="one-hour appends refreshed before timing (the refresh statements get prepared)")
     parser.add_argument("--appends", type=int, default=20, help="one-hour appends, each followed by a timed refresh")
     parser.add_argument("--home", type=Path, default=Path(tempfile.gettempdir()) / "cryptobt-bench-home")
     parser.add_argument("--output", type=Path, default=RESULTS)
@@ -63,6 +64,9 @@ def main() -> None:
             with psycopg.connect(url) as conn:
                 conn.execute("TRUNCATE market.prices_daily, market.prices_weekly, market.rollup_heads")
             full = refresh_rollups(url)  # the initial load's invalidations: every bucket of every crypto
+            # What autovacuum does soon after such a load (and would otherwise do during the appends below).
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("VACUUM ANALYZE")
             rng = np.random.default_rng(5)
             called, inside = [], []
             for hour in tqdm(range(args.warmup + args.appends), desc="append + refresh", leave=False):
