@@ -21,7 +21,7 @@ from cryptobt_pipelines.warehouse.database import (
     with_database,
 )
 from cryptobt_pipelines.warehouse.load import load_batch
-from cryptobt_pipelines.warehouse.rollups import rebuild_rollups, refresh_rollups
+from cryptobt_pipelines.warehouse.rollups import RollupStateError, rebuild_rollups, refresh_rollups
 from cryptobt_pipelines.warehouse.universe import sync_universe
 
 T0 = datetime(2024, 2, 26, tzinfo=UTC)  # a Monday
@@ -234,6 +234,24 @@ def test_after_a_rebuild_buckets_are_recomputed_until_the_heads_are_back(warehou
     assert_rollups_match(warehouse_url)
     load_batch(bars("BTC", [32], price=160.0), url=warehouse_url)
     assert refresh_rollups(warehouse_url).cryptos_appended == 1
+    assert_rollups_match(warehouse_url)
+
+
+def test_rollups_edited_by_hand_stop_the_append_path_with_a_clear_error(warehouse_url):
+    load_batch(bars("BTC", range(0, 30)), url=warehouse_url)
+    refresh_rollups(warehouse_url)
+    with psycopg.connect(warehouse_url) as conn:
+        conn.execute("DELETE FROM market.prices_daily WHERE bucket = %s", [T0 + timedelta(days=1)])
+    load_batch(bars("BTC", [30]), url=warehouse_url)
+    before = rollup_state(warehouse_url)
+
+    with pytest.raises(RollupStateError, match="rebuild"):
+        refresh_rollups(warehouse_url)
+
+    after = rollup_state(warehouse_url)
+    assert all(after[table].equals(rows) for table, rows in before.items())
+    rebuild_rollups(warehouse_url)
+    refresh_rollups(warehouse_url)
     assert_rollups_match(warehouse_url)
 
 

@@ -29,6 +29,10 @@ DAY, WEEK = timedelta(days=1), timedelta(days=7)
 EVERY_ENTRY = 2**63 - 1
 
 
+class RollupStateError(RuntimeError):
+    """The rollups do not hold what market.rollup_heads says they do."""
+
+
 @dataclass
 class RefreshReport:
     refresh_id: int
@@ -54,15 +58,19 @@ def refresh_rollups(url: str | None = None, window_start: datetime | None = None
             conn.execute(query("aggregates/refresh_settings"))
             # Taken before the next statement takes its snapshot: it must see what the refresh before it did.
             conn.execute("SELECT pg_advisory_xact_lock(%s)", [REFRESH_LOCK_KEY])
-            *counts, appended, crypto_ids, first_days, last_days = conn.execute(
+            *counts, appended, rows_missing, crypto_ids, first_days, last_days = conn.execute(
                 _consuming("aggregates/consume_and_merge_appends"), {**window, "through_id": EVERY_ENTRY}
             ).fetchone()
+            if rows_missing:
+                raise RollupStateError(
+                    f"{rows_missing} rollup rows that market.rollup_heads says hold a crypto's latest rolled-up bar "
+                    "are missing (were the rollups edited by hand?): nothing was changed; rebuild them with "
+                    "`cryptobt refresh --rebuild`")
             if crypto_ids:
                 spans = {"crypto_ids": crypto_ids, "first_days": first_days, "last_days": last_days}
                 conn.execute(query("aggregates/recompute_settings"))
                 conn.execute(query("aggregates/refresh_daily"), spans)
                 conn.execute(query("aggregates/refresh_weekly"), spans)
-                conn.execute(query("aggregates/advance_rollup_heads"), spans)
             return _record(conn, window, counts, started, appended)
     return _refresh_native(url, window, started)
 
