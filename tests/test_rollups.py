@@ -73,6 +73,20 @@ def assert_rollups_match(url):
         np.testing.assert_allclose(actual["volume"].to_numpy(), expected["volume"].to_numpy(), rtol=1e-9)
 
 
+def last_change_id(url) -> int:
+    return frame(url, "SELECT coalesce(max(change_id), 0) AS id FROM market.rollup_changes")["id"][0]
+
+
+def assert_counts_match_changes(url, report, recorded_before: int):
+    """The days and weeks a refresh reports are those of the day spans it recorded in market.rollup_changes."""
+    spans = frame(url, f"SELECT crypto_id, first_day, last_day FROM market.rollup_changes WHERE change_id > {recorded_before}")
+    days = {(crypto_id, pd.Timestamp(first) + pd.Timedelta(days=k))
+            for crypto_id, first, last in spans.itertuples(index=False) for k in range((last - first).days + 1)}
+    weeks = {(crypto_id, MONDAY_ORIGIN + (day - MONDAY_ORIGIN) // pd.Timedelta("7D") * pd.Timedelta("7D"))
+             for crypto_id, day in days}
+    assert (report.days_refreshed, report.weeks_refreshed) == (len(days), len(weeks))
+
+
 def bars(symbol, hours, price=100.0, volume=1.0) -> PriceBatch:
     rows = pd.DataFrame({
         "line": range(1, len(hours) + 1), "symbol": symbol, "ts": [T0 + h * HOUR for h in hours],
@@ -312,7 +326,10 @@ def test_any_sequence_of_loads_and_refreshes_ends_equal_to_a_scratch_aggregation
             load_batch(bars(symbol, hours, price=price, volume=price / 7), url=url)
             if refresh_after:
                 start, end = (T0 + window[0] * HOUR, T0 + (window[0] + window[1]) * HOUR) if window else (None, None)
-                event(f"cryptos appended: {refresh_rollups(url, start, end).cryptos_appended}")
+                recorded_before = last_change_id(url)
+                report = refresh_rollups(url, start, end)
+                event(f"cryptos appended: {report.cryptos_appended}")
+                assert_counts_match_changes(url, report, recorded_before)
         refresh_rollups(url)
         assert_rollups_match(url)
         assert frame(url, "SELECT count(*) AS n FROM market.invalidations")["n"][0] == 0

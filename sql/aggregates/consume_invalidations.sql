@@ -49,12 +49,16 @@ recorded AS (
     SELECT crypto_id, first_day, last_day FROM spans
 ),
 summary AS (
+    -- A crypto's spans are apart by a day or more, so two of them share at most a week, and only in turn.
     SELECT coalesce(sum(ranges), 0)::integer AS ranges_consumed,
            coalesce(sum(extract(epoch FROM last_day - first_day)::bigint / 86400 + 1), 0)::integer AS days_refreshed,
-           (SELECT count(DISTINCT (s.crypto_id, week))
-            FROM spans s,
-                 generate_series(date_bin('7 days', s.first_day, TIMESTAMPTZ '2000-01-03 00:00+00'),
-                                 date_bin('7 days', s.last_day, TIMESTAMPTZ '2000-01-03 00:00+00'),
-                                 interval '7 days') AS week)::integer AS weeks_refreshed
-    FROM spans
+           coalesce(sum(extract(epoch FROM last_week - first_week)::bigint / 604800 + 1
+                        - coalesce(first_week = previous_last_week, false)::integer), 0)::integer AS weeks_refreshed
+    FROM (
+        SELECT ranges, first_day, last_day, first_week, last_week,
+               lag(last_week) OVER (PARTITION BY crypto_id ORDER BY first_day) AS previous_last_week
+        FROM (SELECT *, date_bin('7 days', first_day, TIMESTAMPTZ '2000-01-03 00:00+00') AS first_week,
+                        date_bin('7 days', last_day, TIMESTAMPTZ '2000-01-03 00:00+00') AS last_week
+              FROM spans) AS s
+    ) AS weeks_of_spans
 )
