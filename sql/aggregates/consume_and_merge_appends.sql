@@ -17,13 +17,14 @@ heads AS MATERIALIZED (
 ),
 new_days AS MATERIALIZED (
     -- The bars of the appended spans that the rollups do not hold yet, by UTC day; the head's own day
-    -- has a row (it holds the head), later days have none.
+    -- has a row (it holds the head), later days have none. Open and close come from one ordering (the
+    -- last element for close), so the bars are sorted once for both.
     SELECT p.crypto_id,
            date_bin('1 day', p.ts, TIMESTAMPTZ '2000-01-03 00:00+00') AS bucket,
            (array_agg(p.open ORDER BY p.ts))[1] AS open,
            max(p.high) AS high,
            min(p.low) AS low,
-           (array_agg(p.close ORDER BY p.ts DESC))[1] AS close,
+           (array_agg(p.close ORDER BY p.ts))[count(*)] AS close,
            sum(p.volume) AS volume,
            count(*)::integer AS n_bars,
            max(p.ts) AS last_ts,
@@ -41,7 +42,7 @@ new_weeks AS MATERIALIZED (
            (array_agg(open ORDER BY bucket))[1] AS open,
            max(high) AS high,
            min(low) AS low,
-           (array_agg(close ORDER BY bucket DESC))[1] AS close,
+           (array_agg(close ORDER BY bucket))[count(*)] AS close,
            sum(volume) AS volume,
            sum(n_bars)::integer AS n_bars,
            rolled_through
