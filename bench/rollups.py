@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -52,7 +53,7 @@ def main() -> None:
         batch = synthetic_prices(symbols, START, end)
         rows = len(batch.bars)
         print(f"{rows:,} bars of {len(symbols)} cryptos, {START:%Y-%m-%d} to {end:%Y-%m-%d}", flush=True)
-        with fresh_warehouse(admin_url, "bench_rollups", csv) as url:
+        with fresh_warehouse(admin_url, f"bench_rollups_{os.getpid()}", csv) as url:
             load_batch(batch, url=url)
             del batch
             # The warehouse as it stands in production a while after the load: statistics gathered and the
