@@ -1,7 +1,7 @@
 -- The portable refresh in one statement, on one snapshot: takes the pending ranges off the log
 -- (consume_invalidations.sql), then, for each crypto whose every consumed range starts after the latest bar
 -- its rollups hold (market.rollup_heads), merges its new bars into their day and week rows: high and low
--- widen, close becomes the last new close, volume and n_bars add up, open stays; the day and week after the
+-- widen, close becomes the last new close, volume and n_bars add up, open stays; days and weeks after the
 -- head's get new rows (they hold no bar yet). The merged bars are later than every bar already in their
 -- bucket, so a merged row equals the bucket aggregated afresh (volume to float rounding). Returns the
 -- refresh's counts and the spans of the other cryptos, whose buckets refresh_daily.sql and
