@@ -42,6 +42,13 @@ def test_rollup_assets_report_what_they_refreshed_and_pass_their_check(warehouse
     checks = result.get_asset_check_evaluations()
     assert len(checks) == 2 and all(c.passed for c in checks)
     assert {c.metadata["buckets_sampled"].value for c in checks} == {3, 1}
+    assert by_key[DAILY]["cryptos_appended"].value == 0  # first refresh: buckets aggregated from their bars
+
+    load_batch(hourly("BTC", datetime(2024, 5, 9, tzinfo=UTC), 2, price=60.0), url=warehouse_url)
+    appended = {m.asset_key: m.metadata for m in
+                materialize_rollups(warehouse_url).asset_materializations_for_node("price_rollups")}
+    assert appended[DAILY]["cryptos_appended"].value == 1
+    assert appended[DAILY]["buckets_refreshed"].value == 1 and appended[WEEKLY]["buckets_refreshed"].value == 1
 
 
 def test_the_check_catches_a_bucket_that_drifted_from_the_raw_bars(warehouse_url):

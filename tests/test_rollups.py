@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from cryptobt_pipelines.sources.batch import PriceBatch
@@ -21,7 +21,7 @@ from cryptobt_pipelines.warehouse.database import (
     with_database,
 )
 from cryptobt_pipelines.warehouse.load import load_batch
-from cryptobt_pipelines.warehouse.rollups import refresh_rollups
+from cryptobt_pipelines.warehouse.rollups import RollupStateError, rebuild_rollups, refresh_rollups
 from cryptobt_pipelines.warehouse.universe import sync_universe
 
 T0 = datetime(2024, 2, 26, tzinfo=UTC)  # a Monday
@@ -71,6 +71,20 @@ def assert_rollups_match(url):
             assert (actual[column].to_numpy() == expected[column].to_numpy()).all(), (table, column)
         assert (actual["n_bars"].to_numpy() == expected["n_bars"].to_numpy()).all(), table
         np.testing.assert_allclose(actual["volume"].to_numpy(), expected["volume"].to_numpy(), rtol=1e-9)
+
+
+def last_change_id(url) -> int:
+    return frame(url, "SELECT coalesce(max(change_id), 0) AS id FROM market.rollup_changes")["id"][0]
+
+
+def assert_counts_match_changes(url, report, recorded_before: int):
+    """The days and weeks a refresh reports are those of the day spans it recorded in market.rollup_changes."""
+    spans = frame(url, f"SELECT crypto_id, first_day, last_day FROM market.rollup_changes WHERE change_id > {recorded_before}")
+    days = {(crypto_id, pd.Timestamp(first) + pd.Timedelta(days=k))
+            for crypto_id, first, last in spans.itertuples(index=False) for k in range((last - first).days + 1)}
+    weeks = {(crypto_id, MONDAY_ORIGIN + (day - MONDAY_ORIGIN) // pd.Timedelta("7D") * pd.Timedelta("7D"))
+             for crypto_id, day in days}
+    assert (report.days_refreshed, report.weeks_refreshed) == (len(days), len(weeks))
 
 
 def bars(symbol, hours, price=100.0, volume=1.0) -> PriceBatch:
@@ -137,28 +151,127 @@ def test_each_refresh_records_the_day_spans_it_rewrote_for_downstream(warehouse_
     ]
 
 
-def test_a_refresh_that_dies_leaves_rollups_and_log_as_they_were(warehouse_url, monkeypatch):
+def rollup_state(url) -> dict[str, pd.DataFrame]:
+    return {table: frame(url, f"SELECT * FROM {table} ORDER BY 1, 2")
+            for table in ("market.prices_daily", "market.prices_weekly", "market.rollup_heads",
+                          "market.invalidations", "market.rollup_changes")}
+
+
+@pytest.mark.parametrize(("change", "failing_statement"), [
+    (range(48, 60), "aggregates/record_refresh"),  # appended hours: merged into their buckets
+    (range(30, 40), "aggregates/refresh_weekly"),  # hours the rollups hold: their buckets are recomputed
+])
+def test_a_refresh_that_dies_leaves_rollups_and_log_as_they_were(warehouse_url, monkeypatch, change,
+                                                                 failing_statement):
     load_batch(bars("BTC", range(0, 48)), url=warehouse_url)
     refresh_rollups(warehouse_url)
-    load_batch(bars("BTC", range(48, 60), price=120.0), url=warehouse_url)
-    before = frame(warehouse_url, "SELECT * FROM market.prices_daily ORDER BY bucket")
+    load_batch(bars("BTC", change, price=120.0), url=warehouse_url)
+    before = rollup_state(warehouse_url)
 
     from cryptobt_pipelines.warehouse import rollups
 
     original = rollups.query
-    monkeypatch.setattr(rollups, "query", lambda name: "SELECT 1/0, %(crypto_ids)s" if name == "aggregates/refresh_weekly" else original(name))
+    monkeypatch.setattr(rollups, "query",
+                        lambda name: "SELECT 1/0" if name == failing_statement else original(name))
     with pytest.raises(psycopg.errors.DivisionByZero):
         refresh_rollups(warehouse_url)
 
-    assert frame(warehouse_url, "SELECT * FROM market.prices_daily ORDER BY bucket").equals(before)
-    assert len(frame(warehouse_url, "SELECT * FROM market.invalidations")) == 1
+    after = rollup_state(warehouse_url)
+    for table, rows in before.items():
+        assert after[table].equals(rows), table
+    assert len(after["market.invalidations"]) == 1
     monkeypatch.undo()
+    refresh_rollups(warehouse_url)
+    assert_rollups_match(warehouse_url)
+
+
+def test_appended_bars_are_merged_into_their_buckets(warehouse_url):
+    load_batch(bars("BTC", range(0, 30)), url=warehouse_url)
+    load_batch(bars("ETH", range(0, 5)), url=warehouse_url)
+    first = refresh_rollups(warehouse_url)
+    assert first.cryptos_appended == 0  # nothing rolled up yet: buckets aggregated from their bars
+
+    # Hour by hour across the end of a day and of a week (T0 + 7 days is a Monday), at other prices.
+    for hour in [*range(30, 50), *range(24 * 7 - 2, 24 * 7 + 3)]:
+        load_batch(bars("BTC", [hour], price=100.0 + hour, volume=hour / 3), url=warehouse_url)
+        report = refresh_rollups(warehouse_url)
+        assert (report.cryptos_appended, report.days_refreshed, report.weeks_refreshed) == (1, 1, 1)
+        assert_rollups_match(warehouse_url)
+
+    # Several hours of two cryptos in one load, then ETH days later: one merge each.
+    load_batch(bars("BTC", range(24 * 7 + 3, 24 * 7 + 9), price=80.0), url=warehouse_url)
+    load_batch(bars("ETH", range(24 * 3, 24 * 3 + 2), price=300.0), url=warehouse_url)
+    assert refresh_rollups(warehouse_url).cryptos_appended == 2
+    assert_rollups_match(warehouse_url)
+
+
+def test_a_bucket_with_changed_bars_is_recomputed_not_merged(warehouse_url):
+    load_batch(bars("BTC", range(0, 10)), url=warehouse_url)
+    refresh_rollups(warehouse_url)
+
+    load_batch(bars("BTC", [10, 11], price=200.0), url=warehouse_url)  # an append ...
+    load_batch(bars("BTC", [3], price=50.0), url=warehouse_url)  # ... and a correction of the same day
+    assert refresh_rollups(warehouse_url).cryptos_appended == 0
+    assert_rollups_match(warehouse_url)
+
+    load_batch(bars("BTC", [12], price=90.0), url=warehouse_url)
+    load_batch(bars("BTC", [12], price=95.0), url=warehouse_url)  # the new hour corrected before a refresh
+    assert refresh_rollups(warehouse_url).cryptos_appended == 1
+    load_batch(bars("BTC", [12], price=97.0), url=warehouse_url)  # and again once it is rolled up
+    assert refresh_rollups(warehouse_url).cryptos_appended == 0
+    assert_rollups_match(warehouse_url)
+
+
+def test_an_append_inside_the_window_leaves_older_pending_bars_to_a_later_recompute(warehouse_url):
+    load_batch(bars("BTC", range(0, 24)), url=warehouse_url)
+    refresh_rollups(warehouse_url)
+    load_batch(bars("BTC", range(24, 31), price=110.0), url=warehouse_url)  # day 1, before the window
+    load_batch(bars("BTC", range(34, 38), price=120.0), url=warehouse_url)  # day 1, inside the window
+    load_batch(bars("BTC", range(60, 62), price=130.0), url=warehouse_url)  # day 2, inside the window
+
+    windowed = refresh_rollups(warehouse_url, T0 + 32 * HOUR, T0 + 72 * HOUR)
+
+    assert (windowed.cryptos_appended, windowed.ranges_pending) == (1, 1)
+    rest = refresh_rollups(warehouse_url)
+    assert (rest.cryptos_appended, rest.ranges_pending) == (0, 0)  # hours 24-30 lie before the head now
+    assert_rollups_match(warehouse_url)
+
+
+def test_after_a_rebuild_buckets_are_recomputed_until_the_heads_are_back(warehouse_url):
+    load_batch(bars("BTC", range(0, 30)), url=warehouse_url)
+    refresh_rollups(warehouse_url)
+    load_batch(bars("BTC", [30]), url=warehouse_url)
+    rebuild_rollups(warehouse_url)  # holds hour 30 already; its range stays pending
+
+    load_batch(bars("BTC", [31], price=150.0), url=warehouse_url)
+    assert refresh_rollups(warehouse_url).cryptos_appended == 0
+    assert_rollups_match(warehouse_url)
+    load_batch(bars("BTC", [32], price=160.0), url=warehouse_url)
+    assert refresh_rollups(warehouse_url).cryptos_appended == 1
+    assert_rollups_match(warehouse_url)
+
+
+def test_rollups_edited_by_hand_stop_the_append_path_with_a_clear_error(warehouse_url):
+    load_batch(bars("BTC", range(0, 30)), url=warehouse_url)
+    refresh_rollups(warehouse_url)
+    with psycopg.connect(warehouse_url) as conn:
+        conn.execute("DELETE FROM market.prices_daily WHERE bucket = %s", [T0 + timedelta(days=1)])
+    load_batch(bars("BTC", [30]), url=warehouse_url)
+    before = rollup_state(warehouse_url)
+
+    with pytest.raises(RollupStateError, match="rebuild"):
+        refresh_rollups(warehouse_url)
+
+    after = rollup_state(warehouse_url)
+    assert all(after[table].equals(rows) for table, rows in before.items())
+    rebuild_rollups(warehouse_url)
     refresh_rollups(warehouse_url)
     assert_rollups_match(warehouse_url)
 
 
 load_step = st.tuples(
     st.sampled_from(["BTC", "ETH", "SOL"]),
+    st.sampled_from(["anywhere", "append"]),  # append: the hours start `first` hours after the symbol's last
     st.integers(0, 24 * 21),  # first hour
     st.integers(1, 60),  # how many hours
     st.floats(1.0, 1000.0, allow_nan=False),  # price (a different price makes a correction)
@@ -197,24 +310,63 @@ def backend(request, server_url):
     return request.param
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(steps=st.lists(load_step, min_size=1, max_size=8), window=st.none() | st.tuples(st.integers(0, 20), st.integers(1, 6)))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(load_step, min_size=1, max_size=8),
+       window=st.none() | st.tuples(st.integers(0, 24 * 22), st.integers(1, 24 * 6)))  # start and length, hours
 def test_any_sequence_of_loads_and_refreshes_ends_equal_to_a_scratch_aggregation(
     server_url, template_database, backend, steps, window
 ):
     with scratch_warehouse(server_url, template_database, backend) as url:
-        for symbol, first, count, price, refresh_after in steps:
+        last_hour = {}
+        for symbol, where, first, count, price, refresh_after in steps:
+            if where == "append":
+                first = last_hour.get(symbol, -1) + 1 + first % 30
+            last_hour[symbol] = max(last_hour.get(symbol, -1), first + count - 1)
             hours = list(range(first, first + count))[::-1]  # out of order inside the batch too
             load_batch(bars(symbol, hours, price=price, volume=price / 7), url=url)
             if refresh_after:
-                if window:
-                    start = T0 + timedelta(days=window[0])
-                    refresh_rollups(url, start, start + timedelta(days=window[1]))
-                else:
-                    refresh_rollups(url)
+                start, end = (T0 + window[0] * HOUR, T0 + (window[0] + window[1]) * HOUR) if window else (None, None)
+                recorded_before = last_change_id(url)
+                report = refresh_rollups(url, start, end)
+                event(f"cryptos appended: {report.cryptos_appended}")
+                assert_counts_match_changes(url, report, recorded_before)
         refresh_rollups(url)
         assert_rollups_match(url)
         assert frame(url, "SELECT count(*) AS n FROM market.invalidations")["n"][0] == 0
+
+
+near_head_step = st.tuples(
+    st.sampled_from(["BTC", "ETH"]),
+    st.sampled_from(["append", "correct"]),  # after the symbol's last hour, or over some of its last 30 hours
+    st.integers(0, 29),  # the gap before an append, or how far back a correction starts
+    st.integers(1, 30),  # how many hours
+    st.floats(1.0, 1000.0, allow_nan=False),  # price
+    st.sampled_from(["none", "all", "last two days"]),  # the refresh afterwards
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(near_head_step, min_size=2, max_size=12))
+def test_appends_and_corrections_near_the_head_end_equal_to_a_scratch_aggregation(
+    server_url, template_database, backend, steps
+):
+    with scratch_warehouse(server_url, template_database, backend) as url:
+        last_hour = {"BTC": 24 * 6 - 1, "ETH": 24 * 6 - 1}
+        for symbol in last_hour:
+            load_batch(bars(symbol, range(0, 24 * 6)), url=url)
+        refresh_rollups(url)
+        for symbol, kind, offset, count, price, refresh in steps:
+            if kind == "append":
+                first = last_hour[symbol] + 1 + offset
+            else:
+                first = last_hour[symbol] - offset
+            last_hour[symbol] = max(last_hour[symbol], first + count - 1)
+            load_batch(bars(symbol, range(first, first + count), price=price, volume=price / 3), url=url)
+            if refresh != "none":
+                start = T0 + (max(last_hour.values()) - 47) * HOUR if refresh == "last two days" else None
+                event(f"cryptos appended: {refresh_rollups(url, start).cryptos_appended}")
+        refresh_rollups(url)
+        assert_rollups_match(url)
 
 
 def test_timescaledb_warehouse_has_the_same_names_as_native_objects(server_url, template_database):

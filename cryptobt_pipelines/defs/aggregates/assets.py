@@ -35,10 +35,12 @@ def price_rollups(context: dg.AssetExecutionContext, config: RefreshConfig, ware
     window_start = datetime.now(UTC) - timedelta(days=config.window_days) if config.window_days else None
     report = refresh_rollups(warehouse.url, window_start=window_start)
     context.log.info(f"refreshed {report.days_refreshed} days and {report.weeks_refreshed} weeks from "
-                     f"{report.ranges_consumed} ranges in {report.seconds * 1000:.1f} ms; {report.ranges_pending} pending")
+                     f"{report.ranges_consumed} ranges in {report.seconds * 1000:.1f} ms ({report.cryptos_appended} "
+                     f"cryptos' new bars merged in); {report.ranges_pending} pending")
     common = {
         "ranges_consumed": dg.MetadataValue.int(report.ranges_consumed),
         "ranges_left_pending": dg.MetadataValue.int(report.ranges_pending),
+        "cryptos_appended": dg.MetadataValue.int(report.cryptos_appended),
         "refresh_ms": dg.MetadataValue.float(round(report.seconds * 1000, 2)),
         "window_start": dg.MetadataValue.text(window_start.isoformat() if window_start else "unbounded"),
     }
