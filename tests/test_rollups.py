@@ -107,6 +107,26 @@ def test_a_refresh_rolls_days_into_utc_days_and_monday_weeks(warehouse_url):
     assert_rollups_match(warehouse_url)
 
 
+def test_buckets_stay_utc_when_the_session_time_zone_has_daylight_saving(warehouse_url):
+    # '1 day' added to a timestamptz follows the session time zone: across a DST change it is 23 or 25 hours.
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        database = conn.execute("SELECT current_database()").fetchone()[0]
+        conn.execute(f'ALTER DATABASE "{database}" SET timezone = \'America/New_York\'')
+    spring = datetime(2024, 3, 9, tzinfo=UTC)  # New York springs forward on 2024-03-10, falls back on 11-03
+    for start in (spring, datetime(2024, 11, 2, tzinfo=UTC)):
+        hours = [int((start - T0) / HOUR) + h for h in range(72)]
+        load_batch(bars("BTC", hours[:30]), url=warehouse_url)
+        refresh_rollups(warehouse_url)
+        load_batch(bars("BTC", hours[30:]), url=warehouse_url)  # appended: the merge path
+        refresh_rollups(warehouse_url)
+        load_batch(bars("BTC", hours[20:50], price=90.0), url=warehouse_url)  # corrected: the recompute path
+        refresh_rollups(warehouse_url)
+
+    daily = frame(warehouse_url, "SELECT n_bars FROM market.prices_daily ORDER BY bucket")
+    assert daily["n_bars"].tolist() == [24] * 6
+    assert_rollups_match(warehouse_url)
+
+
 def test_a_refresh_with_nothing_pending_changes_nothing(warehouse_url):
     load_batch(bars("ETH", range(0, 30)), url=warehouse_url)
     refresh_rollups(warehouse_url)

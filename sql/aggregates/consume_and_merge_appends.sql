@@ -32,7 +32,7 @@ new_days AS MATERIALIZED (
     FROM heads s
     JOIN market.prices p
       ON p.crypto_id = s.crypto_id AND p.ts > s.rolled_through
-     AND p.ts >= s.first_day AND p.ts < s.last_day + interval '1 day'
+     AND p.ts >= s.first_day AND p.ts < s.last_day + interval '24 hours'
     WHERE s.appended
     GROUP BY 1, 2, s.rolled_through
 ),

@@ -34,7 +34,7 @@ reach AS (
     FROM days
 ),
 islands AS (
-    SELECT *, count(*) FILTER (WHERE covered_to IS NULL OR first_day > covered_to + interval '1 day')
+    SELECT *, count(*) FILTER (WHERE covered_to IS NULL OR first_day > covered_to + interval '24 hours')
                   OVER (PARTITION BY crypto_id ORDER BY first_day, last_day) AS island
     FROM reach
 ),

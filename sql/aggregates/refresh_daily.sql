@@ -11,7 +11,7 @@ recomputed AS (
     SELECT s.crypto_id,
            (SELECT max(p.ts) FROM market.prices p WHERE p.crypto_id = s.crypto_id) AS latest_ts,
            max((SELECT max(p.ts) FROM market.prices p
-                WHERE p.crypto_id = s.crypto_id AND p.ts >= s.first_day AND p.ts < s.last_day + interval '1 day'))
+                WHERE p.crypto_id = s.crypto_id AND p.ts >= s.first_day AND p.ts < s.last_day + interval '24 hours'))
                AS last_ts
     FROM spans s
     GROUP BY s.crypto_id
@@ -35,7 +35,7 @@ SELECT p.crypto_id,
        count(*)
 FROM spans s
 JOIN market.prices p
-  ON p.crypto_id = s.crypto_id AND p.ts >= s.first_day AND p.ts < s.last_day + interval '1 day'
+  ON p.crypto_id = s.crypto_id AND p.ts >= s.first_day AND p.ts < s.last_day + interval '24 hours'
 GROUP BY 1, 2
 ON CONFLICT (crypto_id, bucket) DO UPDATE
     SET open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,

@@ -6,7 +6,7 @@ WITH weeks AS (
              AS s (crypto_id, first_day, last_day),
          generate_series(date_bin('7 days', s.first_day, TIMESTAMPTZ '2000-01-03 00:00+00'),
                          date_bin('7 days', s.last_day, TIMESTAMPTZ '2000-01-03 00:00+00'),
-                         interval '7 days') AS week
+                         interval '168 hours') AS week
 )
 INSERT INTO market.prices_weekly AS w (crypto_id, bucket, open, high, low, close, volume, n_bars)
 SELECT d.crypto_id,
@@ -19,7 +19,7 @@ SELECT d.crypto_id,
        sum(d.n_bars)
 FROM weeks
 JOIN market.prices_daily d
-  ON d.crypto_id = weeks.crypto_id AND d.bucket >= weeks.week AND d.bucket < weeks.week + interval '7 days'
+  ON d.crypto_id = weeks.crypto_id AND d.bucket >= weeks.week AND d.bucket < weeks.week + interval '168 hours'
 GROUP BY 1, 2
 ON CONFLICT (crypto_id, bucket) DO UPDATE
     SET open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,

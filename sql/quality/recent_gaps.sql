@@ -3,7 +3,7 @@ SELECT c.symbol,
        floor(extract(epoch FROM c.last_ts - w.window_start) / c.bar_seconds)::bigint + 1 AS expected_bars,
        count(p.ts) AS bars
 FROM market.cryptos c
-CROSS JOIN LATERAL (SELECT greatest(c.first_ts, c.last_ts - interval '30 days') AS window_start) w
+CROSS JOIN LATERAL (SELECT greatest(c.first_ts, c.last_ts - interval '720 hours') AS window_start) w
 JOIN market.prices p ON p.crypto_id = c.crypto_id AND p.ts BETWEEN w.window_start AND c.last_ts
 WHERE c.bar_seconds IS NOT NULL AND c.last_ts IS NOT NULL
 GROUP BY c.symbol, c.last_ts, w.window_start, c.bar_seconds

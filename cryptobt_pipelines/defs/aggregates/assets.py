@@ -82,7 +82,7 @@ def _same_bucket(row: tuple) -> bool:
     return (o, h, low, c, n_bars) == (so, sh, sl, sc, s_n_bars) and volume_ok
 
 
-rollup_checks = [_matches_scratch(DAILY, "1 day"), _matches_scratch(WEEKLY, "7 days")]
+rollup_checks = [_matches_scratch(DAILY, "24 hours"), _matches_scratch(WEEKLY, "168 hours")]
 refresh_rollups_job = dg.define_asset_job(
     "refresh_rollups", selection=dg.AssetSelection.assets(DAILY, WEEKLY), tags=REFRESH_RUN_TAGS,
     description="Refresh the daily and weekly rollups from the invalidation log.",
