@@ -20,6 +20,7 @@ from cryptobt_pipelines.defs.aggregates.assets import DAILY
 from cryptobt_pipelines.defs.backtests.charts import equity_chart_png, markdown_image
 from cryptobt_pipelines.defs.partitions import crypto_partitions
 from cryptobt_pipelines.defs.resources import WarehouseResource
+from cryptobt_pipelines.defs.run_tags import BACKTEST_RUN_TAGS
 from cryptobt_pipelines.warehouse.database import query
 
 SUMMARY_COLUMNS = ["strategy", "total_return", "cagr", "sharpe", "max_drawdown", "n_trades"]
@@ -150,5 +151,5 @@ nightly_backtests_job = dg.define_asset_job(
     "nightly_backtests",
     selection=dg.AssetSelection.assets(backtest_results),
     description="Backtest every catalog strategy over the cryptos of the run (one run for many partitions).",
-    tags={"cryptobt/kind": "backtest"},  # dagster.yaml: backtests never take every run slot
+    tags=BACKTEST_RUN_TAGS,  # dagster.yaml: backtests never take every run slot
 )
