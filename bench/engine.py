@@ -16,7 +16,8 @@ Known difference: after an exact tie (fast == slow on the previous bar) vectorbt
 contract's strict crossover does not; flat stretches make such ties happen in ema_cross.
 
 Then the nightly job end to end through Dagster, launched as the daemon launches it: a fresh warehouse
-(``bench/common.py``) holding the daily set (263 cryptos x 2,000 days), an instance configured by the project's
+(``bench/common.py``) holding the daily set (263 cryptos x 2,000 days; on TimescaleDB its daily rollup's old
+chunks compressed, as the compression policy leaves them in production), an instance configured by the project's
 dagster.yaml on PostgreSQL beside it, a code server for the code location (long-lived in production: started
 before the clock), then the ``nightly_backtests`` run over all 263 crypto partitions created (Dagster writes its
 planned events), launched (the code server spawns a fresh run worker) and waited for. ``nightly_wall_s`` is that
@@ -43,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -355,7 +357,7 @@ def nightly(home: Path, metrics: list[dict], event_batch_size: int | None = None
     from common import fresh_warehouse, server_url, universe_csv
 
     from cryptobt_pipelines.sources.synthetic import generate_prices
-    from cryptobt_pipelines.warehouse.database import create_database, drop_database, with_database
+    from cryptobt_pipelines.warehouse.database import TIMESCALE, backend_of, create_database, drop_database, with_database
     from cryptobt_pipelines.warehouse.load import load_batch
     from cryptobt_pipelines.warehouse.rollups import refresh_rollups
 
@@ -374,10 +376,16 @@ def nightly(home: Path, metrics: list[dict], event_batch_size: int | None = None
             batch = generate_prices(symbols, DAILY_START, DAILY_START + pd.Timedelta(days=DAILY_DAYS), 86400, seed=7)
             load_batch(batch, url=url)
             refresh_rollups(url)
-            with __import__("psycopg").connect(url, autocommit=True) as conn:
+            with psycopg.connect(url, autocommit=True) as conn:
+                # As in production on TimescaleDB: the compression policy (0005) has compressed the daily
+                # rollup's chunks older than 180 days (all of them here: the set ends in 2024).
+                compressed = conn.execute(
+                    "SELECT count(compress_chunk(c, if_not_compressed => true)) "
+                    "FROM show_chunks('market.prices_daily', older_than => INTERVAL '180 days') c").fetchone()[0] \
+                    if backend_of(conn) == TIMESCALE else 0
                 conn.execute("ANALYZE")
             print(f"\nnightly job through Dagster, launched as the daemon launches it: {len(batch.bars):,} daily bars "
-                  f"of {len(symbols)} cryptos", flush=True)
+                  f"of {len(symbols)} cryptos ({compressed} compressed daily rollup chunks)", flush=True)
             drop_database(admin_url, storage_db)
             create_database(admin_url, storage_db)
             storage_url = with_database(admin_url, storage_db).replace("postgresql://", "postgresql+psycopg2://", 1)
@@ -414,7 +422,8 @@ def nightly(home: Path, metrics: list[dict], event_batch_size: int | None = None
          "what": "Dagster's events: planned (at creation), materializations, run and step events"},
         {"name": "nightly_batch_s", "value": first["batch_s"], "unit": "s",
          "what": "skip check, read, engine, write"},
-        {"name": "nightly_read_s", "value": round(first["load_ms"] / 1000, 3), "unit": "s", "bars": first["bars_read"]},
+        {"name": "nightly_read_s", "value": round(first["load_ms"] / 1000, 3), "unit": "s", "bars": first["bars_read"],
+         "compressed_daily_chunks": compressed},
         {"name": "nightly_write_s", "value": round(first["write_ms"] / 1000, 3), "unit": "s",
          "results": first["results_written"], "equity_points": first["equity_points_written"],
          "trades": first["trades_written"]},
