@@ -1,11 +1,12 @@
-"""The Dagster instance's storage (dagster.yaml): dagster-postgres's, with the event log on a pooled connection.
+"""The Dagster instance's storage (dagster.yaml): dagster-postgres's, with the event log on kept connections.
 
-dagster-postgres opens a new database connection for every event it writes (SQLAlchemy ``NullPool``), and a
-partitioned event takes three (the event, a table check, the asset index): the 263 planned events of the nightly
-backtest run took 4.4 s to write where one kept connection takes 0.55 s (bench/engine.py, "nightly"). Here the
-event log keeps one connection per process, checked with a ping before each use (a restarted server costs a
-reconnect, not a failed write); concurrent writers beyond it open and close their own, as before. Runs and
-schedules stay on Dagster's own storages: a few statements per run.
+dagster-postgres opens a new database connection for each part of an event write (SQLAlchemy ``NullPool``),
+and an asset event takes three (the event, a table check nested in the asset index's transaction, the index):
+the 263 planned events of the nightly backtest run took 3-9 s to write, 0.6-3 s on kept connections
+(bench/engine.py, the run's creation). Here the event log keeps two connections per process (the nested check
+needs the second), each pinged before use, so a server that ended it costs a reconnect, not a failed write;
+writers beyond two open and close their own, as before. Runs and schedules stay on Dagster's own storages: a
+few statements per run.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ POOL_RECYCLE_SECONDS = 3600
 
 
 class PooledPostgresEventLogStorage(PostgresEventLogStorage):
-    """PostgresEventLogStorage keeping one connection per process instead of one per statement."""
+    """PostgresEventLogStorage keeping its connections instead of opening one per statement."""
 
     def __init__(self, postgres_url: str, should_autocreate_tables: bool = True,
                  inst_data: ConfigurableClassData | None = None, token_provider=None):
