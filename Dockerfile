@@ -21,7 +21,11 @@ COPY pyproject.toml README.md ./
 COPY cryptobt_pipelines/ cryptobt_pipelines/
 COPY sql/ sql/
 COPY assets/ assets/
-RUN pip install --no-cache-dir -e .
+# Installed, then the backtest kernel compiled into numba's on-disk cache (NUMBA_CACHE_DIR): run processes load it instead
+# of compiling it (15 s and more), Kubernetes run pods included; compose's named volume starts as a copy of it.
+# numba keys its cache by CPU: on a host whose CPU differs from the build machine's, the first run compiles.
+RUN pip install --no-cache-dir -e . \
+ && python -c "from cryptobt_pipelines.backtests import warm_engine_cache; warm_engine_cache()"
 
 COPY deploy/compose/workspace.yaml deploy/compose/workspace.yaml
 COPY dagster.yaml /opt/dagster/home/dagster.yaml

@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
+import psycopg
 import pytest
 from backtest_data import SYMBOLS, START, as_arrays, correct_one_bar, load_daily, rows
 from test_rollups import scratch_warehouse, timescale_on
@@ -95,6 +96,30 @@ def test_both_backends_store_the_same_results_and_skip_what_did_not_change(serve
         stored_values = rows(url, "SELECT final_value FROM backtest.latest_results WHERE strategy = 'dca' "
                                   "ORDER BY array_position(%s, symbol)", [SYMBOLS[:2]])
         assert [v for v, in stored_values] == direct.metrics["final_value"][:, 0].tolist()
+        close_pools()  # pooled sessions would keep the scratch database from being dropped
+
+
+def test_on_timescaledb_compressed_rollups_read_the_same_bars_compressed_per_crypto(server_url, template_database):
+    if not timescale_on(server_url):
+        pytest.skip("the timescaledb extension is not installed and preloaded on the test server")
+    with scratch_warehouse(server_url, template_database, TIMESCALE) as url:
+        load_daily(url, SYMBOLS, days=400)
+        ids = [c.crypto_id for c in resolve_symbols(SYMBOLS, url)]
+        before = read_prices(url, ids, 86_400)
+        with psycopg.connect(url, autocommit=True) as conn:
+            # What the compression policy does to old chunks in the background.
+            compressed = conn.execute("SELECT count(compress_chunk(c, if_not_compressed => true)) "
+                                      "FROM show_chunks('market.prices_daily') c").fetchone()[0]
+            segmented_by = conn.execute(
+                "SELECT array_agg(s.attname::text) FROM timescaledb_information.continuous_aggregates a "
+                "JOIN timescaledb_information.compression_settings s ON s.hypertable_schema = "
+                "a.materialization_hypertable_schema AND s.hypertable_name = a.materialization_hypertable_name "
+                "WHERE a.view_name = 'prices_daily' AND s.segmentby_column_index IS NOT NULL").fetchone()[0]
+        after = read_prices(url, ids, 86_400)
+        assert compressed >= 1 and segmented_by == ["crypto_id"]  # a crypto's read decompresses its bars only
+        assert np.array_equal(after.timestamps, before.timestamps)
+        for ours, theirs in zip(after.ohlc, before.ohlc):
+            assert np.array_equal(ours, theirs, equal_nan=True)
         close_pools()  # pooled sessions would keep the scratch database from being dropped
 
 

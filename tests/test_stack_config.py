@@ -5,6 +5,7 @@ parsers, hadolint), and every service's command and environment against the code
 import ast
 import importlib
 import itertools
+import os
 import re
 import shlex
 import subprocess
@@ -20,11 +21,13 @@ import dagster as dg
 import psycopg
 import pytest
 import redis
+import sqlalchemy
 import yaml
 from dagster._core.instance.config import dagster_instance_config
 from dagster._core.instance.ref import InstanceRef
 from dagster._core.remote_origin import GrpcServerCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 from dagster._core.storage.dagster_run import DagsterRunStatus
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from dagster._core.test_utils import create_run_for_test
 from dagster._core.workspace.config_schema import ensure_workspace_config
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
@@ -33,6 +36,7 @@ from dotenv import dotenv_values
 from psycopg import pq
 
 from cryptobt_pipelines.definitions import defs
+from cryptobt_pipelines.defs.execution import EVENT_BATCH_SIZE
 from cryptobt_pipelines.defs.run_tags import BACKTEST_RUN_TAGS, INGEST_RUN_TAGS, KIND_TAG, PRIORITY_TAG
 from cryptobt_pipelines.settings import PROJECT_ROOT
 from cryptobt_pipelines.warehouse.database import create_database, dagster_storage_url, drop_database
@@ -381,6 +385,7 @@ def test_dagster_yaml_validates_and_opens_on_postgres(instance, tmp_path):
     config, _ = dagster_instance_config(str(tmp_path))  # Dagster's own schema check, as the daemon does it
     assert config["telemetry"] == {"enabled": False}
     assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+    assert type(instance.event_log_storage).__name__ == "PooledPostgresEventLogStorage"
     assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
     assert instance.run_retries_enabled and instance.run_retries_max_retries >= 1
     assert instance.run_monitoring_enabled
@@ -388,6 +393,47 @@ def test_dagster_yaml_validates_and_opens_on_postgres(instance, tmp_path):
     backtest_limit = next(limit["limit"] for limit in queue.tag_concurrency_limits
                           if (limit["key"], limit.get("value")) == (KIND_TAG, BACKTEST_RUN_TAGS[KIND_TAG]))
     assert 0 < backtest_limit < queue.max_concurrent_runs
+
+
+MANY_PARTITIONS = [f"p{i:02d}" for i in range(40)]
+
+
+@dg.asset(partitions_def=dg.StaticPartitionsDefinition(MANY_PARTITIONS), backfill_policy=dg.BackfillPolicy.single_run())
+def many_partitions(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata={"partitions": len(context.partition_keys)})
+
+
+def _materialize_range(instance, first: str, last: str) -> None:
+    result = dg.materialize([many_partitions], instance=instance,
+                            tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last})
+    assert result.success
+
+
+def test_a_run_over_many_partitions_writes_its_events_on_kept_connections(instance, monkeypatch):
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)  # what the code location sets for its runs
+    opened = []
+    sqlalchemy.event.listen(instance.event_log_storage._engine, "connect", lambda *_: opened.append(1))
+    _materialize_range(instance, MANY_PARTITIONS[0], MANY_PARTITIONS[-1])
+    # 40 planned events, 40 materializations and the run's own events: dagster-postgres's own storage opens 94.
+    assert len(opened) <= 2
+    key = many_partitions.key
+    assert instance.get_materialized_partitions(key) == set(MANY_PARTITIONS)
+    records = instance.fetch_materializations(key, limit=100).records
+    assert sorted(r.partition_key for r in records) == MANY_PARTITIONS
+    assert all(r.asset_materialization.metadata["partitions"].value == 40 for r in records)
+
+
+def test_a_kept_connection_the_server_ended_is_replaced_not_failed(instance, server_url, monkeypatch):
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "0")  # a failed batch is retried event by event: no masking here
+    _materialize_range(instance, "p00", "p01")
+    database = instance.event_log_storage._engine.url.database
+    with psycopg.connect(server_url, autocommit=True) as admin:  # what a server restart does to every client
+        ended = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s",
+                              [database]).fetchone()[0]
+    assert ended >= 1
+    assert instance.get_materialized_partitions(many_partitions.key) == {"p00", "p01"}
+    _materialize_range(instance, "p02", "p03")
+    assert instance.get_materialized_partitions(many_partitions.key) == {"p00", "p01", "p02", "p03"}
 
 
 def _queued(instance, job: str, tags: dict[str, str], count: int, status=DagsterRunStatus.QUEUED) -> None:
@@ -425,6 +471,13 @@ def test_every_job_carries_a_run_kind_and_priority():
             continue  # implicit asset jobs: their runs get tags from whoever requests them
         assert KIND_TAG in job.run_tags and PRIORITY_TAG in job.run_tags, f"job {job.name} has no run kind"
     assert int(INGEST_RUN_TAGS[PRIORITY_TAG]) > int(BACKTEST_RUN_TAGS[PRIORITY_TAG])
+
+
+def test_every_run_executes_in_its_own_process_with_batched_events():
+    # Asset backfills launched from the UI run the implicit asset job: it must execute in process too.
+    for job in defs().get_repository_def().get_all_jobs():
+        assert job.executor_def.name == "in_process", f"job {job.name} starts a process per step"
+    assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == EVENT_BATCH_SIZE  # set by loading the code location
 
 
 # --- the servers' own configuration files --------------------------------------------------------------
