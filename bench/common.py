@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import psycopg
+from tqdm import tqdm
 
 from cryptobt_pipelines import settings
 from cryptobt_pipelines.sources.batch import PriceBatch
 from cryptobt_pipelines.sources.synthetic import generate_prices
 from cryptobt_pipelines.warehouse.database import close_pools, create_database, drop_database, migrate, with_database
 from cryptobt_pipelines.warehouse.indexes import roll_recent_indexes
-from cryptobt_pipelines.warehouse.load import load_batch
+from cryptobt_pipelines.warehouse.load import LoadReport, load_batch
 from cryptobt_pipelines.warehouse.universe import UNIVERSE_CSV, sync_universe
 
 
@@ -110,16 +111,38 @@ def bench_arguments(doc: str, results: Path) -> argparse.ArgumentParser:
     return parser
 
 
+def load_with_progress(batch: PriceBatch, url: str, label: str) -> LoadReport:
+    """``load_batch`` with a progress bar of its stages."""
+    with tqdm(total=len(batch.bars), desc=label, unit="row", unit_scale=True, leave=False) as bar:
+        def progress(stage: str, done: int, total: int) -> None:
+            bar.total = total
+            bar.set_postfix_str(stage)
+            bar.update(done - bar.n)
+
+        return load_batch(batch, url=url, progress=progress)
+
+
 @dataclass
 class FullScale:
     url: str
+    csv: Path  # the universe it was made with
     symbols: list[str]
     rows: int
-    end: datetime  # the hour after the last bar
+    end: datetime  # the hour after the last bar; appends move it on
+    load: LoadReport  # the load that filled it
+    batch: PriceBatch | None  # what was loaded, when asked to keep it
+
+    def append_hour(self, rng: np.random.Generator) -> PriceBatch:
+        """The next hour's bars of every crypto (what an hourly ingest brings); the benchmarks that share one
+        warehouse append one after another."""
+        batch = one_hour(self.symbols, self.end, rng)
+        self.end += timedelta(hours=1)
+        return batch
 
 
 @contextmanager
-def full_scale_warehouse(admin_url: str, name: str, cryptos: int, years: float, start: datetime) -> Iterator[FullScale]:
+def full_scale_warehouse(admin_url: str, name: str, cryptos: int, years: float, start: datetime,
+                         keep_batch: bool = False) -> Iterator[FullScale]:
     """A fresh warehouse holding the synthetic hourly set, as it stands in production a while after the load:
     statistics gathered and the nightly recent-window indexes in place for data that ends now."""
     end = start + timedelta(days=round(365.25 * years))
@@ -129,12 +152,18 @@ def full_scale_warehouse(admin_url: str, name: str, cryptos: int, years: float, 
         rows = len(batch.bars)
         print(f"{rows:,} bars of {len(symbols)} cryptos, {start:%Y-%m-%d} to {end:%Y-%m-%d}", flush=True)
         with fresh_warehouse(admin_url, name, csv) as url:
-            load_batch(batch, url=url)
-            del batch
+            report = load_with_progress(batch, url, "full load")
+            if not keep_batch:
+                batch = None
             roll_recent_indexes(url, now=end)
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute("ANALYZE")
-            yield FullScale(url, symbols, rows, end)
+            yield FullScale(url, csv, symbols, rows, end, report, batch)
+
+
+def spread(samples: list[float], digits: int = 2) -> dict:
+    """What goes beside a median: the smallest and largest sample and how many there were."""
+    return {"min": round(min(samples), digits), "max": round(max(samples), digits), "repeats": len(samples)}
 
 
 def print_table(metrics: list[dict]) -> None:

@@ -18,15 +18,16 @@ Ours is checked equal to the naive view's query at the end. Prints a table and t
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import psycopg
-from common import bench_arguments, full_scale_warehouse, machine, one_hour, print_table, server_url
+from common import FullScale, bench_arguments, full_scale_warehouse, machine, print_table, server_url, spread
 from tqdm import tqdm
 
 from cryptobt_pipelines.sources.batch import PriceBatch
@@ -39,10 +40,6 @@ RESULTS = Path(__file__).parent / "results" / "dashboard.json"
 START = datetime(2019, 6, 1, tzinfo=UTC)
 NAIVE = "serving.crypto_dashboard_summary_naive"
 DASHBOARD_QUERY = "SELECT * FROM serving.crypto_dashboard_summary ORDER BY change_24h_percent DESC"
-
-
-def spread(ms: list[float]) -> dict:
-    return {"min": round(min(ms), 2), "max": round(max(ms), 2), "repeats": len(ms)}
 
 
 def create_naive_view(url: str) -> None:
@@ -113,45 +110,59 @@ def main() -> None:
 
     admin_url = server_url(args.home)
     info = machine(admin_url)
-    with full_scale_warehouse(admin_url, "bench_dashboard", args.cryptos, args.years, START) as warehouse:
-        url, symbols, rows = warehouse.url, warehouse.symbols, warehouse.rows
-        refresh_rollups(url)
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("ANALYZE market.prices_daily")
-        first = refresh_dashboard(url)  # the first refresh builds the extremes from the whole rollup
-        create_naive_view(url)
+    with full_scale_warehouse(admin_url, f"bench_dashboard_{os.getpid()}", args.cryptos, args.years, START) as warehouse:
+        metrics, explained = measure(warehouse, args.appends, args.corrections, args.query_repeats)
+    print_table(metrics)
+    print()
+    print(explained)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps({"metrics": metrics, "plans": explained, "machine": info,
+                                       "run_at": datetime.now(UTC).isoformat(timespec="seconds")}, indent=2) + "\n")
+    print(f"\nwrote {args.output}")
 
-        rng = np.random.default_rng(5)
-        last_bar = warehouse.end - timedelta(hours=1)
-        # Naive and ours alternate, one of each per appended hour: both see the same data and the same
-        # load from whatever else runs on the machine.
-        naive, rollup_ms, ours, changed = [], [], [], []
-        for hour in tqdm(range(1, args.appends + 1), desc="append + refreshes", leave=False):
-            load_batch(one_hour(symbols, last_bar + timedelta(hours=hour), rng), url=url)
-            rollups = refresh_rollups(url)
-            assert rollups.days_refreshed == len(symbols) and rollups.ranges_pending == 0, rollups
-            report = refresh_dashboard(url)
-            assert report.changes_applied == len(symbols) and report.cryptos_rescanned == 0, report
-            naive.append(refresh_naive(url))
-            rollup_ms.append(rollups.seconds * 1000)
-            ours.append(report.seconds * 1000)
-            changed.append(len(report.extremes_changed))
-        corrected, rescanned = [], []
-        for _ in tqdm(range(args.corrections), desc="corrections", leave=False):
-            load_batch(lower_all_time_highs(url, 5), url=url)
-            refresh_rollups(url)
-            report = refresh_dashboard(url)
-            corrected.append(report.seconds * 1000)
-            rescanned.append(report.cryptos_rescanned)
-        query_after_refreshes_ms = time_query(url, args.query_repeats)
-        with psycopg.connect(url, autocommit=True) as conn:
-            # What autovacuum leaves between hourly refreshes: each refresh rewrites every changed row.
-            conn.execute("VACUUM ANALYZE serving.crypto_dashboard_summary")
-        query_ms = time_query(url, args.query_repeats)
-        query_server_ms = time_query_on_server(url, args.query_repeats)
-        comparison = compare_with_live(url)  # the naive view's query, live
-        assert not comparison.mismatched and comparison.compared == len(symbols), comparison
-        explained = plans(url)
+
+def measure(warehouse: FullScale, appends: int, corrections: int, query_repeats: int) -> tuple[list[dict], str]:
+    """Ours beside the naive view after each appended hour, after corrections, then the query; the metrics and
+    the plans."""
+    url, symbols, rows = warehouse.url, warehouse.symbols, warehouse.rows
+    refresh_rollups(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ANALYZE market.prices_daily")
+    first = refresh_dashboard(url)  # the first refresh builds the extremes from the whole rollup
+    create_naive_view(url)
+
+    rng = np.random.default_rng(5)
+    # Naive and ours alternate, one of each per appended hour: both see the same data and the same
+    # load from whatever else runs on the machine.
+    naive, rollup_ms, ours, changed = [], [], [], []
+    for _ in tqdm(range(appends), desc="append + refreshes", leave=False):
+        load_batch(warehouse.append_hour(rng), url=url)
+        rollups = refresh_rollups(url)
+        assert rollups.days_refreshed == len(symbols) and rollups.ranges_pending == 0, rollups
+        report = refresh_dashboard(url)
+        assert report.changes_applied == len(symbols) and report.cryptos_rescanned == 0, report
+        naive.append(refresh_naive(url))
+        rollup_ms.append(rollups.seconds * 1000)
+        ours.append(report.seconds * 1000)
+        changed.append(len(report.extremes_changed))
+    corrected, rescanned = [], []
+    for _ in tqdm(range(corrections), desc="corrections", leave=False):
+        load_batch(lower_all_time_highs(url, 5), url=url)
+        refresh_rollups(url)
+        report = refresh_dashboard(url)
+        corrected.append(report.seconds * 1000)
+        rescanned.append(report.cryptos_rescanned)
+    query_after_refreshes_ms = time_query(url, query_repeats)
+    with psycopg.connect(url, autocommit=True) as conn:
+        # What autovacuum leaves between hourly refreshes: each refresh rewrites every changed row.
+        conn.execute("VACUUM ANALYZE serving.crypto_dashboard_summary")
+    query_ms = time_query(url, query_repeats)
+    query_server_ms = time_query_on_server(url, query_repeats)
+    comparison = compare_with_live(url)  # the naive view's query, live
+    assert not comparison.mismatched and comparison.compared == len(symbols), comparison
+    explained = plans(url)
+    with psycopg.connect(url) as conn:
+        conn.execute(f"DROP MATERIALIZED VIEW {NAIVE}")  # the benchmarks after this one share the warehouse
 
     median_ours = statistics.median(ours)
     metrics = [
@@ -175,15 +186,9 @@ def main() -> None:
          **spread(query_server_ms), "what": "the same, the server's execution time (EXPLAIN ANALYZE)"},
         {"name": "dashboard_query_after_refreshes_ms", "value": round(statistics.median(query_after_refreshes_ms), 3),
          "unit": "ms", **spread(query_after_refreshes_ms),
-         "what": f"the same right after {args.appends + args.corrections} back-to-back refreshes, before any vacuum"},
+         "what": f"the same right after {appends + corrections} back-to-back refreshes, before any vacuum"},
     ]
-    print_table(metrics)
-    print()
-    print(explained)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"metrics": metrics, "plans": explained, "machine": info,
-                                       "run_at": datetime.now(UTC).isoformat(timespec="seconds")}, indent=2) + "\n")
-    print(f"\nwrote {args.output}")
+    return metrics, explained
 
 
 if __name__ == "__main__":

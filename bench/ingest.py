@@ -3,29 +3,30 @@
     PYTHONPATH=. python bench/ingest.py [--cryptos 263] [--years 5] [--appends 30]
 
 Uses ``CRYPTOBT_DATABASE_URL`` when set, else an embedded server under a scratch home in /tmp; every run
-loads into a fresh database that it drops at the end. Prints a table and writes ``bench/results/ingest.json``.
-The machine is shared and noisy: compare the figures of one run with each other, not across runs.
+loads into fresh databases that it drops at the end. Three full loads into empty warehouses and three bare
+binary COPYs of the same rows into an UNLOGGED table without indexes, interleaved (median, min and max of
+each); then, on the warehouse the first load filled, a re-load of the same rows, a correction of 1 % of them
+and one-hour appends. Prints a table and writes ``bench/results/ingest.json``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
-import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import psycopg
-from common import fresh_warehouse, machine, one_hour, print_table, server_url, synthetic_prices, universe_csv
+from common import (FullScale, bench_arguments, fresh_warehouse, full_scale_warehouse, load_with_progress, machine,
+                    print_table, server_url, spread)
 from tqdm import tqdm
 
 from cryptobt_pipelines.sources.batch import PRICE_COLUMNS, PriceBatch
 from cryptobt_pipelines.warehouse.database import close_pools
-from cryptobt_pipelines.warehouse.load import BINARY_COPY_HEADER, BINARY_COPY_TRAILER, LoadReport, copy_rows, load_batch
+from cryptobt_pipelines.warehouse.load import BINARY_COPY_HEADER, BINARY_COPY_TRAILER, copy_rows, load_batch
 
 RESULTS = Path(__file__).parent / "results" / "ingest.json"
 START = datetime(2019, 6, 1, tzinfo=UTC)  # five years ending mid-2024: the appends stay inside one partition
@@ -59,30 +60,16 @@ def ceiling_copy(url: str, buffer: bytes) -> float:
     return seconds
 
 
-def timed_load(batch: PriceBatch, url: str, label: str) -> LoadReport:
-    with tqdm(total=len(batch.bars), desc=label, unit="row", unit_scale=True, leave=False) as bar:
-        def progress(stage: str, done: int, total: int) -> None:
-            bar.total = total
-            bar.set_postfix_str(stage)
-            bar.update(done - bar.n)
-
-        return load_batch(batch, url=url, progress=progress)
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cryptos", type=int, default=263)
-    parser.add_argument("--years", type=float, default=5.0)
+    parser = bench_arguments(__doc__, RESULTS)
     parser.add_argument("--appends", type=int, default=30, help="one-hour appends to time")
-    parser.add_argument("--home", type=Path, default=Path(tempfile.gettempdir()) / "cryptobt-bench-home")
-    parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
 
     admin_url = server_url(args.home)
     info = machine(admin_url)
-    with tempfile.TemporaryDirectory() as scratch:
-        csv, symbols = universe_csv(args.cryptos, Path(scratch))
-        metrics = run(admin_url, csv, symbols, args)
+    with full_scale_warehouse(admin_url, f"bench_ingest_{os.getpid()}", args.cryptos, args.years, START,
+                              keep_batch=True) as warehouse:
+        metrics = measure(admin_url, warehouse, args.appends)
 
     print_table(metrics)
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -91,15 +78,12 @@ def main() -> None:
     print(f"\nwrote {args.output}")
 
 
-def run(admin_url: str, csv: Path, symbols: list[str], args: argparse.Namespace) -> list[dict]:
-    end = START + timedelta(days=round(365.25 * args.years))
-    started = time.perf_counter()
-    batch = synthetic_prices(symbols, START, end)
-    rows = len(batch.bars)
-    print(f"{rows:,} bars of {len(symbols)} cryptos, {START:%Y-%m-%d} to {end:%Y-%m-%d}, "
-          f"generated in {time.perf_counter() - started:.1f} s", flush=True)
+def measure(admin_url: str, warehouse: FullScale, appends: int) -> list[dict]:
+    """The warehouse's own load is the first of three full loads; the other two go into scratch databases,
+    between the ceiling's copies, so all six see the same machine."""
+    batch, rows = warehouse.batch, warehouse.rows
     bars = batch.bars
-    ids = {s: i for i, s in enumerate(symbols, start=1)}
+    ids = {s: i for i, s in enumerate(warehouse.symbols, start=1)}
     encoded = copy_rows(
         bars["symbol"].map(ids).to_numpy(np.int32),
         bars["ts"].to_numpy(dtype="datetime64[us]").view(np.int64),
@@ -107,70 +91,62 @@ def run(admin_url: str, csv: Path, symbols: list[str], args: argparse.Namespace)
     ).tobytes()
     del bars
 
-    # The machine is shared: two full loads into empty warehouses and three ceiling copies, interleaved,
-    # and the best of each counts.
     pid = os.getpid()
-    ceiling_seconds, load_seconds = [], []
-    with fresh_warehouse(admin_url, f"bench_ingest_ceiling_{pid}", csv) as scratch_url:
-        ceiling_seconds.append(ceiling_copy(scratch_url, encoded))
-        with fresh_warehouse(admin_url, f"bench_ingest_spare_{pid}", csv) as spare_url:
-            spare = timed_load(batch, spare_url, "full load 1/2")
-            assert spare.rows_inserted == rows and spare.rows_rejected == 0, spare
-            load_seconds.append(spare.seconds)
-        ceiling_seconds.append(ceiling_copy(scratch_url, encoded))
-        with fresh_warehouse(admin_url, f"bench_ingest_{pid}", csv) as url:
-            full = timed_load(batch, url, "full load 2/2")
-            assert full.rows_inserted == rows and full.rows_rejected == 0, full
-            load_seconds.append(full.seconds)
+    load_seconds, ceiling_seconds = [warehouse.load.seconds], []
+    with fresh_warehouse(admin_url, f"bench_ingest_ceiling_{pid}", warehouse.csv) as scratch_url:
+        for spare in (1, 2):
             ceiling_seconds.append(ceiling_copy(scratch_url, encoded))
-            del encoded
-            figures = after_full_load(url, batch, symbols, end, args)
-    ingest_rate = rows / min(load_seconds)
-    ceiling_rate = rows / min(ceiling_seconds)
+            with fresh_warehouse(admin_url, f"bench_ingest_spare_{pid}", warehouse.csv) as spare_url:
+                report = load_with_progress(batch, spare_url, f"full load {spare + 1}/3")
+                assert report.rows_inserted == rows and report.rows_rejected == 0, report
+                load_seconds.append(report.seconds)
+        ceiling_seconds.append(ceiling_copy(scratch_url, encoded))
+    del encoded
+    ingest_rate = rows / statistics.median(load_seconds)
+    ceiling_rate = rows / statistics.median(ceiling_seconds)
     return [
         {"name": "rows", "value": rows, "unit": "rows"},
         {"name": "ingest_rows_per_s", "value": round(ingest_rate), "unit": "rows/s",
-         "seconds": [round(s, 2) for s in load_seconds]},
+         "min": round(rows / max(load_seconds)), "max": round(rows / min(load_seconds)), "repeats": len(load_seconds),
+         "seconds": [round(s, 2) for s in load_seconds], "what": "full load into an empty warehouse"},
         {"name": "copy_unlogged_rows_per_s", "value": round(ceiling_rate), "unit": "rows/s",
-         "seconds": [round(s, 2) for s in ceiling_seconds]},
+         "min": round(rows / max(ceiling_seconds)), "max": round(rows / min(ceiling_seconds)),
+         "repeats": len(ceiling_seconds), "seconds": [round(s, 2) for s in ceiling_seconds],
+         "what": "bare binary COPY of the same rows into an UNLOGGED table without indexes"},
         {"name": "ingest_share_of_ceiling", "value": round(ingest_rate / ceiling_rate, 3), "unit": "ratio",
          "goal": 0.5},
-        *figures,
+        *after_full_load(warehouse, appends),
     ]
 
 
-def after_full_load(url: str, batch: PriceBatch, symbols: list[str], end: datetime,
-                    args: argparse.Namespace) -> list[dict]:
+def after_full_load(warehouse: FullScale, appends: int) -> list[dict]:
     """Re-load, correction and appends on the warehouse the full load filled."""
-    rows = len(batch.bars)
-    again = timed_load(batch, url, "re-load")
+    url, batch, symbols, rows = warehouse.url, warehouse.batch, warehouse.symbols, warehouse.rows
+    with psycopg.connect(url) as conn:
+        logged_before = conn.execute("SELECT count(*) FROM market.invalidations").fetchone()[0]
+    again = load_with_progress(batch, url, "re-load")
     assert again.rows_unchanged == rows and not again.changed_symbols, again
 
     fixed_batch, n_changed = corrected(batch, CORRECTED_SHARE)
-    fixed = timed_load(fixed_batch, url, "correction")
+    fixed = load_with_progress(fixed_batch, url, "correction")
     assert fixed.rows_updated == n_changed and fixed.rows_inserted == 0, fixed
     del fixed_batch
 
     rng = np.random.default_rng(3)
-    hours = iter(range(2 * args.appends))
 
     def append(cold: bool) -> float:
         if cold:
             close_pools()  # what a new process pays: a new connection and a cold backend
-        report = load_batch(one_hour(symbols, end + timedelta(hours=next(hours)), rng), url=url)
+        report = load_batch(warehouse.append_hour(rng), url=url)
         assert report.rows_inserted == len(symbols) and len(report.changed_symbols) == len(symbols), report
         return report.seconds * 1000
 
-    warm_ms = [append(cold=False) for _ in tqdm(range(args.appends), desc="appends", leave=False)]
-    cold_ms = [append(cold=True) for _ in tqdm(range(args.appends), desc="appends, new connection", leave=False)]
+    warm_ms = [append(cold=False) for _ in tqdm(range(appends), desc="appends", leave=False)]
+    cold_ms = [append(cold=True) for _ in tqdm(range(appends), desc="appends, new connection", leave=False)]
     with psycopg.connect(url) as conn:
         logged = conn.execute("SELECT count(*) FROM market.invalidations").fetchone()[0]
-    # One entry per crypto for the full load, per changed crypto for the correction, per crypto and append;
-    # none for the re-load.
-    assert logged == len(symbols) * (1 + 2 * args.appends) + len(fixed.changed_symbols), logged
-
-    def spread(ms: list[float]) -> dict:
-        return {"min": round(min(ms), 2), "max": round(max(ms), 2), "repeats": len(ms)}
+    # One entry per changed crypto for the correction, per crypto and append; none for the re-load.
+    assert logged - logged_before == len(symbols) * 2 * appends + len(fixed.changed_symbols), logged
 
     return [
         {"name": "reload_unchanged_rows_per_s", "value": round(rows / again.seconds), "unit": "rows/s",
